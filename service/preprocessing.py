@@ -1,0 +1,165 @@
+"""Input preprocessing shared by training and serving: the only place it is defined.
+
+Pure functions from raw inputs (encoded images, records) to the arrays the models take,
+so that the training loader and the service endpoints cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from service.specs import CategoricalFeature, ImageInput, ModelSpec, NumericFeature
+
+# Larger images are refused before their pixels are decoded (decompression bombs).
+MAX_IMAGE_PIXELS = 4096 * 4096
+# Uploads whose mean border intensity is above this count as dark ink on a light page.
+LIGHT_BACKGROUND_THRESHOLD = 127.5
+
+
+class InvalidInput(ValueError):
+    """Input a caller can fix; the service answers it with a 4xx and this message."""
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode PNG/JPEG bytes fully, refusing non-images, truncated files and huge sizes."""
+    if not data:
+        raise InvalidInput("the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise InvalidInput(
+                    f"the image declares {width}x{height} pixels; at most {max_pixels} "
+                    "pixels are accepted"
+                )
+            if image.format not in ("PNG", "JPEG"):
+                raise InvalidInput(f"unsupported image format {image.format}; send PNG or JPEG")
+            image.load()
+    except InvalidInput:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InvalidInput(f"not a readable PNG or JPEG image ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidInput(f"corrupt or truncated image ({exc})") from None
+    return image
+
+
+def image_to_array(image: Image.Image, spec: ImageInput) -> np.ndarray:
+    """Any size, mode or format -> float32 array (height, width, channels) in model scale."""
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        # Composite transparency on white, so a transparent background reads as "light".
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    converted = image.convert(spec.color_mode)
+    if converted.size != (spec.width, spec.height):
+        # BOX averages areas, like the block counts scikit-learn's digits were made from.
+        converted = converted.resize((spec.width, spec.height), Image.Resampling.BOX)
+    pixels = np.asarray(converted, dtype=np.float32).reshape(spec.height, spec.width, spec.channels)
+    if spec.invert_light_background and _border_mean(pixels) > LIGHT_BACKGROUND_THRESHOLD:
+        pixels = 255.0 - pixels
+    return pixels * np.float32(spec.scale)
+
+
+def _border_mean(pixels: np.ndarray) -> float:
+    border = np.concatenate(
+        [pixels[0].ravel(), pixels[-1].ravel(), pixels[:, 0].ravel(), pixels[:, -1].ravel()]
+    )
+    return float(border.mean())
+
+
+def encoded_image_to_array(data: bytes, spec: ImageInput) -> np.ndarray:
+    return image_to_array(decode_image(data), spec)
+
+
+def model_input_from_image(array: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """The model's row for one preprocessed image: flat pixels for tabular-style models."""
+    if spec.features:  # digits: an sklearn model over 64 named pixel features
+        return array.reshape(-1)
+    return array
+
+
+def check_value(feature: NumericFeature | CategoricalFeature, value: Any) -> Any:
+    """Validate one raw value against its feature; returns the value in model type."""
+    if isinstance(feature, CategoricalFeature):
+        if not isinstance(value, str):
+            raise InvalidInput(f"{feature.name}: expected a string, got {value!r}")
+        if value not in feature.categories:
+            raise InvalidInput(
+                f"{feature.name}: unknown value {value!r}; expected one of "
+                f"{', '.join(repr(c) for c in feature.categories[:10])}"
+                + (" ..." if len(feature.categories) > 10 else "")
+            )
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidInput(f"{feature.name}: expected a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidInput(f"{feature.name}: expected a finite number, got {value!r}")
+    if feature.integer and not number.is_integer():
+        raise InvalidInput(f"{feature.name}: expected an integer, got {value!r}")
+    if not feature.minimum <= number <= feature.maximum:
+        raise InvalidInput(
+            f"{feature.name}: {value!r} is outside the valid range "
+            f"[{feature.minimum:g}, {feature.maximum:g}]"
+        )
+    return int(number) if feature.integer else number
+
+
+def records_to_frame(records: Iterable[Mapping[str, Any]], spec: ModelSpec) -> pd.DataFrame:
+    """Validated records -> a DataFrame with the model's columns in the spec's order.
+
+    Extra keys are ignored (a raw Kaggle row carries ids the model must not see); a
+    missing or invalid value raises InvalidInput naming the record and the field.
+    """
+    rows = []
+    for index, record in enumerate(records):
+        row = {}
+        for feature in spec.features:
+            if feature.name not in record or record[feature.name] is None:
+                raise InvalidInput(f"record {index}: missing required field {feature.name!r}")
+            try:
+                row[feature.name] = check_value(feature, record[feature.name])
+            except InvalidInput as exc:
+                raise InvalidInput(f"record {index}: {exc}") from None
+        rows.append(row)
+    return typed_frame(pd.DataFrame(rows, columns=spec.feature_names), spec)
+
+
+def typed_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """Fix column order and dtypes so training and serving hand the model the same frame."""
+    columns = {}
+    for feature in spec.features:
+        column = frame[feature.name]
+        if isinstance(feature, CategoricalFeature):
+            columns[feature.name] = column.astype(object)
+        elif feature.integer:
+            columns[feature.name] = column.astype(np.int64)
+        else:
+            columns[feature.name] = column.astype(np.float64)
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def kobe_shot_context(frame: pd.DataFrame) -> pd.DataFrame:
+    """Derived shot facts (home game, shot angle, seconds left in the period).
+
+    Runs inside the kobe sklearn Pipeline, so the saved model derives them itself.
+    """
+    derived = frame.copy()
+    derived["home"] = frame["matchup"].str.contains(" vs. ", regex=False).astype(np.int64)
+    derived["angle"] = np.arctan2(frame["loc_x"], frame["loc_y"].clip(lower=-10) + 10)
+    derived["clock"] = frame["minutes_remaining"] * 60 + frame["seconds_remaining"]
+    return derived
+
+
+KOBE_DERIVED_FEATURES = ("home", "angle", "clock")

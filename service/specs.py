@@ -1,0 +1,265 @@
+"""The one definition of each served model, imported by training and by the service.
+
+Everything both sides must agree on lives here: class names, the input schema (features
+with types and valid ranges, or image geometry), the quality gate and the batching
+limits. The module has no heavy imports so that it loads fast inside the service and
+ships inside the bento.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Task = Literal["tabular", "image"]
+
+# File name of a Keras model inside its BentoML model folder.
+KERAS_MODEL_FILE = "model.keras"
+
+
+@dataclass(frozen=True)
+class NumericFeature:
+    """A number with an inclusive valid range; `integer` rejects fractional values."""
+
+    name: str
+    minimum: float
+    maximum: float
+    integer: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CategoricalFeature:
+    """A string taking one of a fixed set of values (the values seen in the source data)."""
+
+    name: str
+    categories: tuple[str, ...]
+    description: str = ""
+
+
+Feature = NumericFeature | CategoricalFeature
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """How an uploaded image becomes the model's input array.
+
+    `scale` maps 8-bit intensities (0..255) to the model's range; `invert_light_background`
+    turns dark-ink-on-white uploads into the light-on-dark convention of the training data.
+    """
+
+    height: int
+    width: int
+    color_mode: Literal["L", "RGB"]
+    scale: float
+    invert_light_background: bool = False
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color_mode == "L" else 3
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Test-set thresholds a model must meet before it becomes the served version."""
+
+    minimum: dict[str, float] = field(default_factory=dict)
+    maximum: dict[str, float] = field(default_factory=dict)
+
+    def failures(self, metrics: dict[str, float]) -> list[str]:
+        """Human-readable reasons the metrics miss the gate; empty when it passes."""
+        reasons = []
+        for name, bound in self.minimum.items():
+            value = metrics.get(name)
+            if value is None or not value >= bound:
+                reasons.append(f"{name}={value} is below the minimum {bound}")
+        for name, bound in self.maximum.items():
+            value = metrics.get(name)
+            if value is None or not value <= bound:
+                reasons.append(f"{name}={value} is above the maximum {bound}")
+        return reasons
+
+
+@dataclass(frozen=True)
+class Batching:
+    """Adaptive batching limits for the model's endpoint (chosen from measurements)."""
+
+    max_batch_size: int
+    max_latency_ms: int
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    task: Task
+    description: str
+    class_names: tuple[str, ...]
+    gate: Gate
+    quick_gate: Gate
+    batching: Batching
+    features: tuple[Feature, ...] = ()
+    image: ImageInput | None = None
+    max_records_per_call: int = 1000
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def numeric_features(self) -> list[NumericFeature]:
+        return [f for f in self.features if isinstance(f, NumericFeature)]
+
+    @property
+    def categorical_features(self) -> list[CategoricalFeature]:
+        return [f for f in self.features if isinstance(f, CategoricalFeature)]
+
+    def schema(self) -> dict:
+        """The input/output contract as plain JSON data (stored with the model)."""
+        schema: dict = {  # JSON types only: tuples become lists
+            "name": self.name,
+            "task": self.task,
+            "class_names": list(self.class_names),
+            "features": [{"kind": type(f).__name__, **_listed(asdict(f))} for f in self.features],
+        }
+        if self.image is not None:  # BentoML metadata cannot hold None
+            schema["image"] = asdict(self.image)
+        return schema
+
+    def fingerprint(self) -> str:
+        """A hash of the schema: the service refuses a model trained under another one."""
+        encoded = json.dumps(self.schema(), sort_keys=True).encode()
+        return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def _listed(fields: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
+
+
+# --- the four models -------------------------------------------------------------------
+
+DIGITS = ModelSpec(
+    name="digits",
+    task="image",
+    description="Handwritten digit 0-9 from an 8x8 image (scikit-learn's digits).",
+    class_names=tuple(str(d) for d in range(10)),
+    # 64 pixels in scikit-learn's convention: 0 = background, 16 = full ink.
+    features=tuple(
+        NumericFeature(f"pixel_{i}", 0.0, 16.0, description=f"row {i // 8}, column {i % 8}")
+        for i in range(64)
+    ),
+    image=ImageInput(height=8, width=8, color_mode="L", scale=16.0 / 255.0,
+                     invert_light_background=True),
+    gate=Gate(minimum={"accuracy": 0.97}),
+    quick_gate=Gate(minimum={"accuracy": 0.5}),
+    batching=Batching(max_batch_size=64, max_latency_ms=200),
+)
+
+IRIS = ModelSpec(
+    name="iris",
+    task="tabular",
+    description="Iris species from sepal and petal measurements in centimetres.",
+    class_names=("setosa", "versicolor", "virginica"),
+    features=(
+        NumericFeature("sepal_length", 0.0, 30.0, description="cm"),
+        NumericFeature("sepal_width", 0.0, 30.0, description="cm"),
+        NumericFeature("petal_length", 0.0, 30.0, description="cm"),
+        NumericFeature("petal_width", 0.0, 30.0, description="cm"),
+    ),
+    gate=Gate(minimum={"accuracy": 0.95}),
+    quick_gate=Gate(minimum={"accuracy": 0.5}),
+    batching=Batching(max_batch_size=64, max_latency_ms=200),
+)
+
+KOBE_SEASONS = tuple(f"{y}-{(y + 1) % 100:02d}" for y in range(1996, 2016))
+KOBE_OPPONENTS = (
+    "ATL", "BKN", "BOS", "CHA", "CHI", "CLE", "DAL", "DEN", "DET", "GSW", "HOU",
+    "IND", "LAC", "MEM", "MIA", "MIL", "MIN", "NJN", "NOH", "NOP", "NYK", "OKC",
+    "ORL", "PHI", "PHX", "POR", "SAC", "SAS", "SEA", "TOR", "UTA", "VAN", "WAS",
+)
+# matchup spells some teams with older codes than opponent does (PHO/PHX, UTH/UTA, ...).
+KOBE_MATCHUP_TEAMS = tuple(sorted({*KOBE_OPPONENTS, "CHH", "NOK", "PHO", "SAN", "UTH"}))
+KOBE_MATCHUPS = tuple(f"LAL {where} {team}" for team in KOBE_MATCHUP_TEAMS for where in ("vs.", "@"))
+
+KOBE = ModelSpec(
+    name="kobe",
+    task="tabular",
+    description=(
+        "Probability that a Kobe Bryant field-goal attempt goes in, from facts known at "
+        "the moment of the shot (Kaggle 'Kobe Bryant Shot Selection' columns)."
+    ),
+    class_names=("missed", "made"),
+    features=(
+        CategoricalFeature("action_type", (
+            "Alley Oop Dunk Shot", "Alley Oop Layup shot", "Cutting Finger Roll Layup Shot",
+            "Cutting Layup Shot", "Driving Bank shot", "Driving Dunk Shot",
+            "Driving Finger Roll Layup Shot", "Driving Finger Roll Shot",
+            "Driving Floating Bank Jump Shot", "Driving Floating Jump Shot",
+            "Driving Hook Shot", "Driving Jump shot", "Driving Layup Shot",
+            "Driving Reverse Layup Shot", "Driving Slam Dunk Shot", "Dunk Shot",
+            "Fadeaway Bank shot", "Fadeaway Jump Shot", "Finger Roll Layup Shot",
+            "Finger Roll Shot", "Floating Jump shot", "Follow Up Dunk Shot",
+            "Hook Bank Shot", "Hook Shot", "Jump Bank Shot", "Jump Hook Shot", "Jump Shot",
+            "Layup Shot", "Pullup Bank shot", "Pullup Jump shot", "Putback Dunk Shot",
+            "Putback Layup Shot", "Putback Slam Dunk Shot", "Reverse Dunk Shot",
+            "Reverse Layup Shot", "Reverse Slam Dunk Shot", "Running Bank shot",
+            "Running Dunk Shot", "Running Finger Roll Layup Shot", "Running Finger Roll Shot",
+            "Running Hook Shot", "Running Jump Shot", "Running Layup Shot",
+            "Running Pull-Up Jump Shot", "Running Reverse Layup Shot",
+            "Running Slam Dunk Shot", "Running Tip Shot", "Slam Dunk Shot",
+            "Step Back Jump shot", "Tip Layup Shot", "Tip Shot", "Turnaround Bank shot",
+            "Turnaround Fadeaway Bank Jump Shot", "Turnaround Fadeaway shot",
+            "Turnaround Finger Roll Shot", "Turnaround Hook Shot", "Turnaround Jump Shot",
+        )),
+        CategoricalFeature("combined_shot_type", (
+            "Bank Shot", "Dunk", "Hook Shot", "Jump Shot", "Layup", "Tip Shot",
+        )),
+        CategoricalFeature("shot_zone_area", (
+            "Back Court(BC)", "Center(C)", "Left Side Center(LC)", "Left Side(L)",
+            "Right Side Center(RC)", "Right Side(R)",
+        )),
+        CategoricalFeature("shot_zone_basic", (
+            "Above the Break 3", "Backcourt", "In The Paint (Non-RA)", "Left Corner 3",
+            "Mid-Range", "Restricted Area", "Right Corner 3",
+        )),
+        CategoricalFeature("shot_zone_range", (
+            "16-24 ft.", "24+ ft.", "8-16 ft.", "Back Court Shot", "Less Than 8 ft.",
+        )),
+        CategoricalFeature("matchup", KOBE_MATCHUPS, description="'LAL vs. OPP' at home, 'LAL @ OPP' away"),
+        CategoricalFeature("season", KOBE_SEASONS, description="NBA season, e.g. 2000-01"),
+        CategoricalFeature("opponent", KOBE_OPPONENTS),
+        NumericFeature("loc_x", -250, 250, integer=True, description="court x, 1/10 ft"),
+        NumericFeature("loc_y", -60, 900, integer=True, description="court y, 1/10 ft"),
+        NumericFeature("shot_distance", 0, 94, integer=True, description="feet"),
+        NumericFeature("period", 1, 10, integer=True, description="quarter; 5+ is overtime"),
+        NumericFeature("minutes_remaining", 0, 12, integer=True, description="in the period"),
+        NumericFeature("seconds_remaining", 0, 59, integer=True, description="in the minute"),
+        NumericFeature("playoffs", 0, 1, integer=True, description="1 in the playoffs"),
+    ),
+    # The seed logistic regression reached log loss 0.675; the bar is a clear win.
+    gate=Gate(minimum={"roc_auc": 0.71}, maximum={"log_loss": 0.61}),
+    quick_gate=Gate(minimum={"roc_auc": 0.55}),
+    batching=Batching(max_batch_size=64, max_latency_ms=200),
+)
+
+MALARIA = ModelSpec(
+    name="malaria",
+    task="image",
+    description="Thin blood smear cell image: parasitized by malaria or uninfected.",
+    class_names=("Parasitized", "Uninfected"),
+    image=ImageInput(height=50, width=50, color_mode="L", scale=1.0 / 255.0),
+    gate=Gate(minimum={"accuracy": 0.95}),
+    quick_gate=Gate(minimum={"accuracy": 0.55}),
+    batching=Batching(max_batch_size=32, max_latency_ms=500),
+    max_records_per_call=64,
+)
+
+SPECS: dict[str, ModelSpec] = {spec.name: spec for spec in (DIGITS, IRIS, KOBE, MALARIA)}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(SPECS)}") from None
