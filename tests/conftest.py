@@ -1,0 +1,66 @@
+"""Test session set-up: private BentoML and MLflow stores, and the real data directory.
+
+The stores live in a temporary folder so tests never touch a user's models. Environment
+variables are set in pytest_configure, before any test module imports bentoml (BentoML
+reads BENTOML_HOME once, at import).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_ROOT: Path | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _SESSION_ROOT
+    _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="serving-tests-"))
+    os.environ["BENTOML_HOME"] = str(_SESSION_ROOT / "bentoml")
+    os.environ["STATE_DIR"] = str(_SESSION_ROOT / "state")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SESSION_ROOT is not None:
+        shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings():
+    """Settings for the test session; DATA_DIR must hold the real data (see README)."""
+    from training.settings import Settings
+
+    settings = Settings.from_env()
+    needed = ["kobe/dataset_kobe_dev.parquet", "kobe/dataset_kobe_prod.parquet",
+              "malaria/cell_images/Parasitized", "malaria/cell_images/Uninfected"]
+    missing = [n for n in needed if not (settings.data_dir / n).exists()]
+    if missing:
+        pytest.fail(f"DATA_DIR={settings.data_dir} lacks {missing}: point DATA_DIR at the real data "
+                    "(for example ../shared/data)", pytrace=False)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def quick_models(settings):
+    """Every model trained once on a small real subset and saved to the session's store."""
+    from service.specs import SPECS
+    from training.pipeline import train_model
+
+    results = {name: train_model(name, settings, quick=True) for name in SPECS}
+    failed = {name: r.gate_failures for name, r in results.items() if not r.passed}
+    assert not failed, f"quick models failed their lenient gates: {failed}"
+    return results
+
+
+@pytest.fixture(scope="session")
+def malaria_image_paths(settings) -> dict[str, list[Path]]:
+    """A few real cell images of each class."""
+    root = settings.data_dir / "malaria" / "cell_images"
+    return {c: sorted((root / c).glob("*.png"))[:40] for c in ("Parasitized", "Uninfected")}

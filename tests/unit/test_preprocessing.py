@@ -1,0 +1,151 @@
+"""Image and record preprocessing, shared by training and serving."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.preprocessing import (
+    InvalidInput,
+    decode_image,
+    encoded_image_to_array,
+    image_to_array,
+    kobe_shot_context,
+    records_to_frame,
+)
+from service.specs import DIGITS, IRIS, KOBE, MALARIA
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def test_malaria_training_image_becomes_a_50x50x1_unit_array(malaria_image_paths):
+    data = malaria_image_paths["Parasitized"][0].read_bytes()
+    array = encoded_image_to_array(data, MALARIA.image)
+    assert array.shape == (50, 50, 1) and array.dtype == np.float32
+    assert 0.0 <= array.min() and array.max() <= 1.0
+    assert array.std() > 0.01  # a real picture, not a constant
+
+
+@pytest.mark.parametrize("fmt,mode,size", [("PNG", "RGB", (137, 161)), ("JPEG", "RGB", (120, 90)),
+                                           ("JPEG", "L", (64, 64)), ("PNG", "RGBA", (80, 80)),
+                                           ("PNG", "L", (50, 50))])
+def test_any_size_mode_and_format_gives_the_model_shape(malaria_image_paths, fmt, mode, size):
+    original = Image.open(malaria_image_paths["Uninfected"][0])
+    variant = original.convert(mode).resize(size)
+    array = encoded_image_to_array(encode(variant, fmt), MALARIA.image)
+    assert array.shape == (50, 50, 1)
+    reference = encoded_image_to_array(malaria_image_paths["Uninfected"][0].read_bytes(), MALARIA.image)
+    # The same cell after resizing and (for JPEG) lossy coding stays close to the original.
+    assert np.abs(array - reference).mean() < 0.08
+
+
+def test_rgb_and_grayscale_of_one_image_agree(malaria_image_paths):
+    gray = Image.open(malaria_image_paths["Parasitized"][1]).convert("L")
+    rgb = Image.merge("RGB", (gray, gray, gray))
+    a = encoded_image_to_array(encode(gray), MALARIA.image)
+    b = encoded_image_to_array(encode(rgb), MALARIA.image)
+    assert np.abs(a - b).max() <= 1 / 255 + 1e-6
+
+
+def render_digit(pixels: np.ndarray, scale: int = 4) -> Image.Image:
+    """An sklearn digit (0-16, ink high) as a dark-on-light grayscale picture."""
+    ink = np.kron(pixels.reshape(8, 8), np.ones((scale, scale))) * 255 / 16
+    return Image.fromarray((255 - ink).round().astype(np.uint8), mode="L")
+
+
+def test_digits_preprocessing_recovers_scikit_learn_pixels_from_a_rendered_image():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().data[:50]
+    for pixels in digits:
+        for fmt in ("PNG", "JPEG"):
+            array = encoded_image_to_array(encode(render_digit(pixels), fmt, **({"quality": 95} if fmt == "JPEG" else {})),
+                                           DIGITS.image).reshape(-1)
+            tolerance = 0.1 if fmt == "PNG" else 1.5
+            assert np.abs(array - pixels).max() <= tolerance
+
+
+def test_light_on_dark_digit_images_are_not_inverted():
+    from sklearn.datasets import load_digits
+
+    pixels = load_digits().data[7]
+    ink = Image.fromarray((np.kron(pixels.reshape(8, 8), np.ones((4, 4))) * 255 / 16).astype(np.uint8))
+    array = image_to_array(ink, DIGITS.image).reshape(-1)
+    assert np.abs(array - pixels).max() <= 0.1
+
+
+def test_truncated_image_is_refused(malaria_image_paths):
+    data = malaria_image_paths["Parasitized"][0].read_bytes()
+    with pytest.raises(InvalidInput, match="corrupt|truncated|readable"):
+        decode_image(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("payload", [b"", b"hello, I am not an image", b"%PDF-1.4 fake pdf"])
+def test_non_images_are_refused(payload):
+    with pytest.raises(InvalidInput):
+        decode_image(payload)
+
+
+def test_other_image_formats_are_refused():
+    with pytest.raises(InvalidInput, match="PNG or JPEG"):
+        decode_image(encode(Image.new("L", (10, 10)), "GIF"))
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    bomb = encode(Image.new("L", (5000, 5000)), "PNG", optimize=True)
+    assert len(bomb) < 100_000  # tiny on the wire, 25 megapixels declared
+    with pytest.raises(InvalidInput, match="5000x5000"):
+        decode_image(bomb)
+
+
+def iris_record(**overrides):
+    return {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2, **overrides}
+
+
+def test_records_become_a_frame_in_spec_order_with_extras_ignored():
+    frame = records_to_frame([iris_record(comment="extra"), iris_record(sepal_length=6)], IRIS)
+    assert list(frame.columns) == IRIS.feature_names
+    assert frame["sepal_length"].tolist() == [5.1, 6.0]
+
+
+@pytest.mark.parametrize("record,message", [
+    ({"sepal_length": 5.1}, "missing required field 'sepal_width'"),
+    (iris_record(petal_width=None), "missing required field 'petal_width'"),
+    (iris_record(petal_width="wide"), "petal_width: expected a number"),
+    (iris_record(petal_width=True), "petal_width: expected a number"),
+    (iris_record(petal_width=float("nan")), "finite"),
+    (iris_record(petal_width=float("inf")), "finite"),
+    (iris_record(petal_width=-1), "outside the valid range"),
+])
+def test_invalid_records_name_the_record_and_field(record, message):
+    with pytest.raises(InvalidInput, match=message) as caught:
+        records_to_frame([iris_record(), record], IRIS)
+    assert "record 1" in str(caught.value)
+
+
+def test_kobe_checks_categories_and_integers(settings):
+    import pandas as pd
+
+    row = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_dev.parquet").iloc[0].to_dict()
+    frame = records_to_frame([row], KOBE)  # a raw Kaggle row, ids and all
+    assert list(frame.columns) == KOBE.feature_names
+    with pytest.raises(InvalidInput, match="action_type: unknown value 'Moonshot'"):
+        records_to_frame([{**row, "action_type": "Moonshot"}], KOBE)
+    with pytest.raises(InvalidInput, match="period: expected an integer"):
+        records_to_frame([{**row, "period": 2.5}], KOBE)
+
+
+def test_kobe_shot_context_derives_home_angle_and_clock(settings):
+    import pandas as pd
+
+    rows = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_dev.parquet").head(200)
+    derived = kobe_shot_context(records_to_frame(rows.to_dict("records"), KOBE))
+    assert (derived["home"] == rows["matchup"].str.contains("vs.").astype(int).to_numpy()).all()
+    assert (derived["clock"].to_numpy() == (rows["minutes_remaining"] * 60 + rows["seconds_remaining"]).to_numpy()).all()
+    straight = derived[rows["loc_x"].to_numpy() == 0]
+    assert (straight["angle"] == 0).all()
