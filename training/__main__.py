@@ -1,0 +1,77 @@
+"""python -m training {digits,iris,kobe,malaria,all} [--data-dir DIR] [--quick] [--only-missing]"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from service.specs import SPECS
+from training.download import DataUnavailable
+from training.settings import Settings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("model", choices=[*SPECS, "all"], help="which model to train")
+    parser.add_argument("--data-dir", help="data folder (default: $DATA_DIR or ./data)")
+    parser.add_argument("--quick", action="store_true",
+                        help="train on a small subset with a lenient gate (tests, smoke runs)")
+    parser.add_argument("--only-missing", action="store_true",
+                        help="skip models that already have a version in the BentoML store")
+    parser.add_argument("--seed", type=int, default=42)
+    return parser.parse_args(argv)
+
+
+def in_store(name: str) -> bool:
+    import bentoml
+
+    try:
+        bentoml.models.get(f"{name}:latest")
+    except bentoml.exceptions.NotFound:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    settings = Settings.from_env(args.data_dir, seed=args.seed)
+    names = list(SPECS) if args.model == "all" else [args.model]
+    if args.only_missing:
+        names = [name for name in names if not in_store(name)]
+        if not names:
+            print("every model is already in the BentoML store; nothing to train", file=sys.stderr)
+            return 0
+
+    from training.pipeline import RunResult, train_model
+
+    results: list[RunResult] = []
+    errors: dict[str, str] = {}
+    for name in names:
+        try:
+            results.append(train_model(name, settings, quick=args.quick))
+        except DataUnavailable as exc:
+            errors[name] = str(exc)
+            print(f"[{name}] ERROR: {exc}", file=sys.stderr)
+    print_summary(results, errors)
+    return 0 if not errors and all(r.passed for r in results) else 1
+
+
+def print_summary(results: list, errors: dict[str, str]) -> None:
+    header = f"{'model':<8} {'gate':<6} {'time':>7}  {'tag':<32} metrics"
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in results:
+        shown = " ".join(f"{k}={r.metrics[k]:.4f}" for k in ("accuracy", "f1_macro", "log_loss", "roc_auc")
+                         if k in r.metrics)
+        print(f"{r.name:<8} {'pass' if r.passed else 'FAIL':<6} {r.seconds:>6.0f}s  {r.tag or '-':<32} {shown}")
+        for failure in r.gate_failures:
+            print(f"{'':<8} gate: {failure}")
+        if r.skipped_files:
+            print(f"{'':<8} {r.skipped_files} unreadable input files skipped (listed in the MLflow run)")
+    for name, message in errors.items():
+        print(f"{name:<8} {'ERROR':<6} {'':>7}  {message}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

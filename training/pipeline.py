@@ -1,0 +1,145 @@
+"""One training run, the same for every model: load -> split -> fit -> evaluate -> track
+-> gate -> register. Model-specific steps come from training.trainers."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from service.specs import Gate
+from training import evaluation, tracking
+from training.datasets import Dataset, take_rows
+from training.settings import Settings
+from training.trainers import TRAINERS, Trainer
+
+VALID_FRACTION = 0.15
+TEST_FRACTION = 0.15
+
+
+@dataclass
+class RunResult:
+    name: str
+    passed: bool
+    metrics: dict[str, float]
+    seconds: float
+    mlflow_run_id: str
+    tag: str | None = None
+    """BentoML tag of the saved model; None when the gate kept it out of the store."""
+    gate_failures: list[str] = field(default_factory=list)
+    skipped_files: int = 0
+    fitted_model: Any = field(default=None, repr=False)
+    """The fitted model in memory (for callers that keep using it)."""
+
+
+def split(data: Dataset, seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    """Stratified train/validation/test with a fixed seed; test is never used to choose."""
+    rows = np.arange(len(data))
+    rest, test = train_test_split(rows, test_size=TEST_FRACTION, stratify=data.labels, random_state=seed)
+    train, valid = train_test_split(rest, test_size=VALID_FRACTION / (1 - TEST_FRACTION),
+                                    stratify=data.labels[rest], random_state=seed)
+    return tuple(Dataset(take_rows(data.features, r), data.labels[r]) for r in (train, valid, test))  # type: ignore[return-value]
+
+
+def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate | None = None) -> RunResult:
+    """Train, evaluate and track one model; save it to BentoML only if it passes its gate."""
+    import mlflow
+
+    trainer = TRAINERS[name]
+    spec = trainer.spec
+    gate = gate or (spec.quick_gate if quick else spec.gate)
+    started = time.perf_counter()
+    experiment_id = tracking.configure(settings)
+
+    _say(f"[{name}] loading data")
+    data = trainer.load(settings, quick)
+    train, valid, test = split(data, settings.seed)
+    _say(f"[{name}] {len(train)} train / {len(valid)} validation / {len(test)} test rows"
+         + (f", {len(data.skipped_files)} unreadable files skipped" if data.skipped_files else ""))
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}{'-quick' if quick else ''}") as run:
+        mlflow.set_tags({"model": name, "quick": str(quick).lower(), "code_version": tracking.code_version(),
+                         "dataset_fingerprint": data.fingerprint()})
+        mlflow.log_params({"seed": settings.seed, "quick": quick, "train_rows": len(train),
+                           "valid_rows": len(valid), "test_rows": len(test),
+                           "skipped_files": len(data.skipped_files), "gate": str(gate)})
+        if data.skipped_files:
+            mlflow.log_text("\n".join(data.skipped_files), "skipped_files.txt")
+
+        _say(f"[{name}] fitting")
+        fitted = trainer.fit(train, valid, quick, settings.seed)
+        mlflow.log_params({f"model_{k}": v for k, v in fitted.params.items()})
+
+        metrics = _evaluate(trainer, fitted.model, train, test, "test")
+        mlflow.log_metrics(metrics)
+        extra = {key: _evaluate(trainer, fitted.model, train, held_out, key)
+                 for key, held_out in data.extra_evaluations.items()}
+        for key, values in extra.items():
+            mlflow.log_metrics({f"{key}_{metric}": value for metric, value in values.items()})
+
+        failures = gate.failures(metrics)
+        passed = not failures
+        mlflow.set_tag("gate", "passed" if passed else "failed")
+        if failures:
+            mlflow.log_text("\n".join(failures), "gate_failures.txt")
+        trainer.log_to_mlflow(fitted.model, registered_name=name if passed else None)
+
+        tag = None
+        if passed:
+            metadata = _bento_metadata(trainer, run.info.run_id, settings, data, metrics, extra, quick)
+            labels = {"task": spec.task, "quick": str(quick).lower(), "gate": "passed"}
+            tag = str(trainer.save_to_bentoml(fitted.model, labels, metadata).tag)
+            mlflow.set_tag("bentoml_tag", tag)
+
+    seconds = time.perf_counter() - started
+    if passed:
+        _say(f"[{name}] saved {tag} in {seconds:.0f} s")
+    else:
+        _say(f"[{name}] FAILED its quality gate, not saved: {'; '.join(failures)}")
+    return RunResult(name, passed, metrics, seconds, run.info.run_id, tag, failures,
+                     len(data.skipped_files), fitted.model)
+
+
+def _evaluate(trainer: Trainer, model: Any, train: Dataset, held_out: Dataset, prefix: str) -> dict[str, float]:
+    import mlflow
+
+    proba = trainer.predict_proba(model, held_out.features)
+    n_classes = len(trainer.spec.class_names)
+    metrics = {**evaluation.classification_metrics(held_out.labels, proba),
+               **evaluation.baseline_metrics(train.labels, held_out.labels, n_classes)}
+    with tempfile.TemporaryDirectory() as tmp:
+        evaluation.write_reports(held_out.labels, proba, trainer.spec.class_names, metrics, Path(tmp), prefix)
+        mlflow.log_artifacts(tmp, artifact_path="evaluation")
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    _say(f"[{trainer.spec.name}] {prefix}: {shown}")
+    return metrics
+
+
+def _bento_metadata(trainer: Trainer, run_id: str, settings: Settings, data: Dataset,
+                    metrics: dict[str, float], extra: dict[str, dict[str, float]], quick: bool) -> dict[str, Any]:
+    """Everything the service needs to serve and describe the model, as plain JSON."""
+    spec = trainer.spec
+    return {
+        "metrics": metrics,
+        **{f"{key}_metrics": values for key, values in extra.items()},
+        "mlflow_run_id": run_id,
+        "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+        "class_names": list(spec.class_names),
+        "schema": spec.schema(),
+        "spec_fingerprint": spec.fingerprint(),
+        "dataset_fingerprint": data.fingerprint(),
+        "code_version": tracking.code_version(),
+        "quick": quick,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,300 @@
+"""What differs between the four models: their data, estimator and framework I/O.
+
+Everything else (splitting, evaluation, tracking, the gate, registration) is shared by
+training.pipeline. A fifth model is one spec in service.specs plus one trainer here.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardScaler
+from sklearn.svm import SVC
+
+from service.preprocessing import KOBE_DERIVED_FEATURES, kobe_shot_context
+from service.specs import DIGITS, IRIS, KERAS_MODEL_FILE, KOBE, MALARIA, ModelSpec
+from training import datasets
+from training.datasets import Dataset
+from training.settings import Settings
+
+QUICK_ROWS_PER_CLASS = 150
+
+
+@dataclass
+class Fitted:
+    model: Any
+    params: dict[str, Any]
+    """Hyper-parameters and fit facts worth logging."""
+
+
+class Trainer(ABC):
+    spec: ModelSpec
+
+    @abstractmethod
+    def load(self, settings: Settings, quick: bool) -> Dataset: ...
+
+    @abstractmethod
+    def fit(self, train: Dataset, valid: Dataset, quick: bool, seed: int) -> Fitted: ...
+
+    @abstractmethod
+    def predict_proba(self, model: Any, features: Any) -> np.ndarray: ...
+
+    @abstractmethod
+    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any]) -> Any:
+        """Save into the BentoML store; returns the bentoml.Model."""
+
+    @abstractmethod
+    def log_to_mlflow(self, model: Any, registered_name: str | None) -> None: ...
+
+
+class SklearnTrainer(Trainer):
+    """Picks the candidate with the best validation log loss, then refits on train+valid."""
+
+    @abstractmethod
+    def candidates(self, quick: bool, seed: int) -> list[BaseEstimator]: ...
+
+    def fit(self, train: Dataset, valid: Dataset, quick: bool, seed: int) -> Fitted:
+        scored = []
+        for candidate in self.candidates(quick, seed):
+            model = clone(candidate).fit(train.features, train.labels)
+            loss = log_loss(valid.labels, model.predict_proba(valid.features),
+                            labels=list(range(len(self.spec.class_names))))
+            print(f"  candidate {_describe(candidate)}: validation log loss {loss:.4f}", file=sys.stderr)
+            scored.append((loss, candidate))
+        best_loss, best = min(scored, key=lambda pair: pair[0])
+        both = _concat(train, valid)
+        final = clone(best).fit(both.features, both.labels)
+        params = {**_tuned_params(best), "valid_log_loss": best_loss, "candidates": len(scored)}
+        return Fitted(final, params)
+
+    def predict_proba(self, model: Any, features: Any) -> np.ndarray:
+        return np.asarray(model.predict_proba(features))
+
+    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any]) -> Any:
+        import bentoml
+
+        return bentoml.sklearn.save_model(self.spec.name, model, labels=labels, metadata=metadata)
+
+    def log_to_mlflow(self, model: Any, registered_name: str | None) -> None:
+        import mlflow.sklearn
+        import sklearn
+
+        mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=registered_name,
+            serialization_format="cloudpickle",
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}"],
+        )
+
+
+class DigitsTrainer(SklearnTrainer):
+    spec = DIGITS
+
+    def load(self, settings: Settings, quick: bool) -> Dataset:
+        data = datasets.load_digits()
+        return datasets.subsample(data, QUICK_ROWS_PER_CLASS, settings.seed) if quick else data
+
+    def candidates(self, quick: bool, seed: int) -> list[BaseEstimator]:
+        # An RBF SVM on the raw 0-16 pixels, calibrated for probabilities.
+        grid = [(10.0, 0.001)] if quick else [(1.0, 0.001), (10.0, 0.001), (10.0, 0.0005), (10.0, 0.002)]
+        return [CalibratedClassifierCV(SVC(C=c, gamma=gamma, random_state=seed), ensemble=False)
+                for c, gamma in grid]
+
+
+class IrisTrainer(SklearnTrainer):
+    spec = IRIS
+
+    def load(self, settings: Settings, quick: bool) -> Dataset:
+        return datasets.load_iris()  # 150 rows: --quick has nothing to cut
+
+    def candidates(self, quick: bool, seed: int) -> list[BaseEstimator]:
+        return [
+            Pipeline([("scale", StandardScaler()), ("logreg", LogisticRegression(C=c, max_iter=1000))])
+            for c in (0.1, 1.0, 10.0, 100.0)
+        ]
+
+    def fit(self, train: Dataset, valid: Dataset, quick: bool, seed: int) -> Fitted:
+        """The test set is tiny, so cross-validation on train+valid is logged as well."""
+        fitted = super().fit(train, valid, quick, seed)
+        both = _concat(train, valid)
+        folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+        scores = cross_val_score(clone(fitted.model), both.features, both.labels, cv=folds)
+        fitted.params.update(cv_accuracy_mean=float(scores.mean()), cv_accuracy_std=float(scores.std()))
+        print(f"  5-fold CV accuracy {scores.mean():.4f} +- {scores.std():.4f}", file=sys.stderr)
+        return fitted
+
+
+class KobeTrainer(SklearnTrainer):
+    spec = KOBE
+
+    def load(self, settings: Settings, quick: bool) -> Dataset:
+        data = datasets.load_kobe(settings.data_dir)
+        return datasets.subsample(data, 1000, settings.seed) if quick else data
+
+    def candidates(self, quick: bool, seed: int) -> list[BaseEstimator]:
+        # matchup is an input only to derive "home"; the other categories are encoded
+        # with the spec's value lists, so serving's allowed values are the model's.
+        categorical = [f for f in self.spec.categorical_features if f.name != "matchup"]
+        numeric = [f.name for f in self.spec.numeric_features] + list(KOBE_DERIVED_FEATURES)
+        encode = ColumnTransformer(
+            [("categories", OrdinalEncoder(categories=[list(f.categories) for f in categorical],
+                                           handle_unknown="use_encoded_value", unknown_value=-1),
+              [f.name for f in categorical]),
+             ("numbers", "passthrough", numeric)],
+            verbose_feature_names_out=False,
+        )
+        grid = [(0.05, 15)] if quick else [(0.05, 15), (0.03, 31), (0.1, 7)]
+        return [
+            Pipeline([("context", FunctionTransformer(kobe_shot_context)), ("encode", encode),
+                      ("boost", HistGradientBoostingClassifier(
+                          learning_rate=rate, max_leaf_nodes=leaves, max_iter=400, l2_regularization=1.0,
+                          categorical_features=list(range(len(categorical))), early_stopping=True,
+                          validation_fraction=0.1, random_state=seed))])
+            for rate, leaves in grid
+        ]
+
+
+class MalariaTrainer(Trainer):
+    """A small Keras CNN; epochs stop early on validation loss."""
+
+    spec = MALARIA
+    batch_size = 64
+    # The CNN needs a few hundred optimizer steps to leave chance level: --quick takes
+    # fewer images in smaller batches.
+    quick_images_per_class = 600
+    quick_batch_size = 16
+
+    def load(self, settings: Settings, quick: bool) -> Dataset:
+        per_class = self.quick_images_per_class if quick else None
+        return datasets.load_malaria(settings.data_dir, per_class=per_class, seed=settings.seed)
+
+    def build(self, seed: int, train_images: np.ndarray) -> Any:
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        image = self.spec.image
+        assert image is not None
+        layers = keras.layers
+        # Standardising inputs inside the model gets it off chance level far sooner; the
+        # statistics are saved with the model, so serving applies them too.
+        normalize = layers.Normalization()
+        normalize.adapt(train_images[:5000])
+        return keras.Sequential([
+            keras.Input((image.height, image.width, image.channels)),
+            normalize,
+            layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, padding="same", activation="relu"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dropout(0.3),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(len(self.spec.class_names), activation="softmax"),
+        ], name="malaria_cnn")
+
+    def fit(self, train: Dataset, valid: Dataset, quick: bool, seed: int) -> Fitted:
+        import keras
+
+        model = self.build(seed, train.features)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        max_epochs = 10 if quick else 30
+        batch_size = self.quick_batch_size if quick else self.batch_size
+        started = time.perf_counter()
+        history = model.fit(
+            train.features, train.labels, validation_data=(valid.features, valid.labels),
+            epochs=max_epochs, batch_size=batch_size, verbose=2,
+            callbacks=[
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=4, restore_best_weights=True),
+                keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=2),
+                _mlflow_epoch_logger(),
+            ],
+        )
+        epochs = len(history.history["loss"])
+        return Fitted(model, {
+            "optimizer": "adam", "learning_rate": 1e-3, "batch_size": batch_size,
+            "max_epochs": max_epochs, "epochs_run": epochs, "parameters": model.count_params(),
+            "fit_seconds": round(time.perf_counter() - started, 1),
+        })
+
+    def predict_proba(self, model: Any, features: Any) -> np.ndarray:
+        # A direct (compiled) call per batch: Keras' predict() costs ~50 ms a call.
+        parts = [np.asarray(model(features[i:i + 256], training=False))
+                 for i in range(0, len(features), 256)]
+        return np.concatenate(parts)
+
+    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any]) -> Any:
+        import bentoml
+        import keras
+
+        # bentoml.keras is deprecated in 1.4: store the native .keras file instead.
+        with bentoml.models.create(
+            self.spec.name, labels=labels, metadata=metadata, module="keras",
+            context=bentoml.models.ModelContext(framework_name="keras",
+                                                framework_versions={"keras": keras.__version__}),
+        ) as bento_model:
+            model.save(bento_model.path_of(KERAS_MODEL_FILE))
+        return bento_model
+
+    def log_to_mlflow(self, model: Any, registered_name: str | None) -> None:
+        import keras
+        import mlflow.keras
+        import tensorflow as tf
+
+        mlflow.keras.log_model(
+            model, name="model", registered_model_name=registered_name,
+            pip_requirements=[f"keras=={keras.__version__}", f"tensorflow-cpu=={tf.__version__}"],
+        )
+
+
+def _mlflow_epoch_logger() -> Any:
+    """A Keras callback logging per-epoch loss/accuracy as MLflow metric history."""
+    import keras
+    import mlflow
+
+    class MlflowEpochLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            mlflow.log_metrics({f"epoch_{k}": float(v) for k, v in (logs or {}).items()}, step=epoch)
+
+    return MlflowEpochLogger()
+
+
+def _concat(a: Dataset, b: Dataset) -> Dataset:
+    if isinstance(a.features, pd.DataFrame):
+        features: Any = pd.concat([a.features, b.features], ignore_index=True)
+    else:
+        features = np.concatenate([a.features, b.features])
+    return Dataset(features, np.concatenate([a.labels, b.labels]))
+
+
+def _tuned_params(estimator: BaseEstimator) -> dict[str, Any]:
+    keep = ("C", "learning_rate", "max_leaf_nodes", "gamma")
+    return {name: value for name, value in estimator.get_params().items()
+            if name.rsplit("__", 1)[-1] in keep}
+
+
+def _describe(estimator: BaseEstimator) -> str:
+    return ", ".join(f"{k.rsplit('__', 1)[-1]}={v}" for k, v in _tuned_params(estimator).items())
+
+
+TRAINERS: dict[str, Trainer] = {
+    trainer.spec.name: trainer
+    for trainer in (DigitsTrainer(), IrisTrainer(), KobeTrainer(), MalariaTrainer())
+}
