@@ -1,0 +1,18 @@
+"""Full training on the real data meets every quality gate (slow: about 6 minutes)."""
+
+import pytest
+
+from service.specs import SPECS
+from training.pipeline import train_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_full_training_passes_the_gate(settings, name):
+    result = train_model(name, settings)
+    assert result.passed, result.gate_failures
+    assert result.metrics["accuracy"] > result.metrics["baseline_accuracy"]
+    assert result.metrics["log_loss"] < result.metrics["baseline_log_loss"]
+    if name == "digits":
+        assert result.metrics["accuracy"] >= 0.98
