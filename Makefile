@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:  `make run` (train what is missing, then serve)
+# and `make test`. `make help` lists the rest.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export BENTOML_DO_NOT_TRACK ?= True
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help install train run test test-fast lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed ## create .venv with the pinned stack (about 2.3 GB)
+
+train: install ## train the models missing from the BentoML store (DATA_DIR: data folder)
+	$(PY) -m training all --only-missing
+
+run: train ## the main job: train what is missing, then serve (serving lands with the service)
+	@if [ -f service/service.py ]; then $(VENV)/bin/bentoml serve; \
+	else echo "All models are trained and in the BentoML store (bentoml models list)."; fi
+
+test: install ## run every test, slow ones included (DATA_DIR must hold the real data)
+	$(PY) -m pytest
+
+test-fast: install ## only the tests not marked slow
+	$(PY) -m pytest -m "not slow"
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check service training tests
+
+clean: ## remove the venv and local state (not the BentoML store)
+	rm -rf $(VENV) .state .pytest_cache
