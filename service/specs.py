@@ -152,7 +152,7 @@ DIGITS = ModelSpec(
     image=ImageInput(height=8, width=8, color_mode="L", scale=16.0 / 255.0,
                      invert_light_background=True),
     gate=Gate(minimum={"accuracy": 0.97}),
-    quick_gate=Gate(minimum={"accuracy": 0.5}),
+    quick_gate=Gate(minimum={"accuracy": 0.8}),
     batching=Batching(max_batch_size=64, max_latency_ms=200),
 )
 
@@ -168,7 +168,7 @@ IRIS = ModelSpec(
         NumericFeature("petal_width", 0.0, 30.0, description="cm"),
     ),
     gate=Gate(minimum={"accuracy": 0.95}),
-    quick_gate=Gate(minimum={"accuracy": 0.5}),
+    quick_gate=Gate(minimum={"accuracy": 0.8}),
     batching=Batching(max_batch_size=64, max_latency_ms=200),
 )
 
@@ -239,7 +239,7 @@ KOBE = ModelSpec(
     ),
     # The seed logistic regression reached log loss 0.675; the bar is a clear win.
     gate=Gate(minimum={"roc_auc": 0.71}, maximum={"log_loss": 0.61}),
-    quick_gate=Gate(minimum={"roc_auc": 0.55}),
+    quick_gate=Gate(minimum={"roc_auc": 0.6}),
     batching=Batching(max_batch_size=64, max_latency_ms=200),
 )
 
@@ -250,7 +250,7 @@ MALARIA = ModelSpec(
     class_names=("Parasitized", "Uninfected"),
     image=ImageInput(height=50, width=50, color_mode="L", scale=1.0 / 255.0),
     gate=Gate(minimum={"accuracy": 0.95}),
-    quick_gate=Gate(minimum={"accuracy": 0.55}),
+    quick_gate=Gate(minimum={"accuracy": 0.75}),
     batching=Batching(max_batch_size=32, max_latency_ms=500),
     max_records_per_call=64,
 )
