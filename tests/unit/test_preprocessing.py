@@ -64,8 +64,8 @@ def test_digits_preprocessing_recovers_scikit_learn_pixels_from_a_rendered_image
     digits = load_digits().data[:50]
     for pixels in digits:
         for fmt in ("PNG", "JPEG"):
-            array = encoded_image_to_array(encode(render_digit(pixels), fmt, **({"quality": 95} if fmt == "JPEG" else {})),
-                                           DIGITS.image).reshape(-1)
+            options = {"quality": 95} if fmt == "JPEG" else {}
+            array = encoded_image_to_array(encode(render_digit(pixels), fmt, **options), DIGITS.image).reshape(-1)
             tolerance = 0.1 if fmt == "PNG" else 1.5
             assert np.abs(array - pixels).max() <= tolerance
 
@@ -146,6 +146,7 @@ def test_kobe_shot_context_derives_home_angle_and_clock(settings):
     rows = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_dev.parquet").head(200)
     derived = kobe_shot_context(records_to_frame(rows.to_dict("records"), KOBE))
     assert (derived["home"] == rows["matchup"].str.contains("vs.").astype(int).to_numpy()).all()
-    assert (derived["clock"].to_numpy() == (rows["minutes_remaining"] * 60 + rows["seconds_remaining"]).to_numpy()).all()
+    clock = rows["minutes_remaining"] * 60 + rows["seconds_remaining"]
+    assert (derived["clock"].to_numpy() == clock.to_numpy()).all()
     straight = derived[rows["loc_x"].to_numpy() == 0]
     assert (straight["angle"] == 0).all()
