@@ -48,7 +48,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
     except InvalidInput:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidInput(f"not a readable PNG or JPEG image ({exc})") from None
+        raise InvalidInput("not a readable PNG or JPEG image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput(f"corrupt or truncated image ({exc})") from None
     return image

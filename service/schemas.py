@@ -1,0 +1,109 @@
+"""Typed request and response models, generated from the model specs.
+
+Field types, ranges and allowed values come from service.specs, so the OpenAPI document,
+request validation and training all describe the same inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from service.specs import DIGITS, IRIS, KOBE, MALARIA, CategoricalFeature, ModelSpec, NumericFeature
+
+
+def _field_type(feature: NumericFeature | CategoricalFeature) -> Any:
+    if isinstance(feature, CategoricalFeature):
+        return Annotated[Literal[feature.categories], Field(description=feature.description or None)]
+    number = int if feature.integer else float
+    return Annotated[number, Field(ge=feature.minimum, le=feature.maximum, allow_inf_nan=False, strict=False,
+                                   description=feature.description or None)]
+
+
+def record_model(spec: ModelSpec, extra: Literal["ignore", "forbid"]) -> type[BaseModel]:
+    """A pydantic model with one required, constrained field per feature of the spec."""
+    fields: dict[str, Any] = {f.name: (_field_type(f), ...) for f in spec.features}
+    return create_model(  # type: ignore[call-overload]
+        f"{spec.name.capitalize()}Record",
+        __config__=ConfigDict(extra=extra, allow_inf_nan=False, title=f"{spec.name} record"),
+        __doc__=spec.description,
+        **fields,
+    )
+
+
+# Iris rejects unknown fields (a typo must not pass silently); kobe ignores them, so a raw
+# Kaggle row with its ids and extra columns is accepted as it is.
+IrisRecord = record_model(IRIS, extra="forbid")
+KobeRecord = record_model(KOBE, extra="ignore")
+
+Pixels = Annotated[list[Annotated[float, Field(ge=0, le=16, allow_inf_nan=False)]],
+                   Field(min_length=64, max_length=64, description="8x8 pixels row by row, 0 (blank) to 16 (ink)")]
+
+
+def records_field(spec: ModelSpec) -> Any:
+    return Field(min_length=1, max_length=spec.max_records_per_call,
+                 description=f"1 to {spec.max_records_per_call} inputs, answered in order")
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="the predicted class name")
+    probabilities: dict[str, float] = Field(description="probability of every class, by class name")
+    model: str = Field(description="BentoML tag of the model that answered")
+
+
+class Predictions(BaseModel):
+    predictions: list[Prediction]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: list[dict[str, Any]] | None = None
+
+
+class FeatureInfo(BaseModel):
+    name: str
+    kind: Literal["NumericFeature", "CategoricalFeature"]
+    description: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    integer: bool | None = None
+    categories: list[str] | None = None
+
+
+class ImageInfo(BaseModel):
+    height: int
+    width: int
+    color_mode: str
+    scale: float
+    invert_light_background: bool
+
+
+class ModelInfo(BaseModel):
+    name: str
+    tag: str
+    task: str
+    endpoints: list[str]
+    class_names: list[str]
+    metrics: dict[str, float]
+    extra_metrics: dict[str, dict[str, float]] = Field(default_factory=dict,
+                                                       description="e.g. kobe's prod (3PT) evaluation")
+    mlflow_run_id: str
+    trained_at: str
+    quick: bool
+    max_batch_size: int
+    max_latency_ms: int
+    features: list[FeatureInfo]
+    image: ImageInfo | None = None
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+SPEC_ENDPOINTS: dict[str, list[str]] = {
+    DIGITS.name: ["/digits", "/digits/base64", "/digits/pixels"],
+    IRIS.name: ["/iris"],
+    KOBE.name: ["/kobe"],
+    MALARIA.name: ["/malaria", "/malaria/base64"],
+}

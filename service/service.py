@@ -1,0 +1,241 @@
+"""The BentoML service: typed endpoints for the four models, one adaptive batcher each.
+
+Endpoints stay thin: validate (pydantic, from the specs) -> preprocess (outside the
+model's critical section) -> the model's batcher -> label the probabilities.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import bentoml
+import numpy as np
+from fastapi import FastAPI
+
+from service.batching import ModelBatcher
+from service.http import ModelsNotReady, RequestGuard, client_errors
+from service.preprocessing import InvalidInput, encoded_image_to_array, model_input_from_image
+from service.runtime import ServedModel, cpu_count, load, warm_up
+from service.schemas import (
+    SPEC_ENDPOINTS,
+    FeatureInfo,
+    ImageInfo,
+    IrisRecord,
+    KobeRecord,
+    ModelInfo,
+    ModelsResponse,
+    Pixels,
+    Prediction,
+    Predictions,
+    records_field,
+)
+from service.specs import DIGITS, IRIS, KOBE, MALARIA, SPECS, ModelSpec
+
+logger = logging.getLogger("bentoml.service.model_serving")
+
+MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES", 16 * 1024 * 1024))
+"""Requests with a larger body are refused with 413 before they are parsed."""
+
+JSON_ROUTES = ("/iris", "/kobe", "/digits/pixels", "/digits/base64", "/malaria/base64")
+MULTIPART_ROUTES = ("/digits", "/malaria")
+
+
+def model_tag(name: str) -> str:
+    """NAME_MODEL_VERSION picks the served version of each model (default: latest)."""
+    return f"{name}:{os.environ.get(f'{name.upper()}_MODEL_VERSION', 'latest')}"
+
+
+info_app = FastAPI(title="model metadata")
+
+
+@bentoml.asgi_app(info_app, path="/")
+@bentoml.service(
+    name="model-serving",
+    workers=1,
+    traffic={"timeout": 30, "max_concurrency": 512},
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": [".*"]},
+)
+class ModelServing:
+    """Digits, iris, kobe and malaria classifiers from the BentoML model store."""
+
+    # Declared at class scope so `bentoml build` packages these exact models.
+    digits_model = bentoml.models.BentoModel(model_tag("digits"))
+    iris_model = bentoml.models.BentoModel(model_tag("iris"))
+    kobe_model = bentoml.models.BentoModel(model_tag("kobe"))
+    malaria_model = bentoml.models.BentoModel(model_tag("malaria"))
+
+    def __init__(self) -> None:
+        from prometheus_client import Histogram  # after BentoML set up multiprocess metrics
+
+        buckets = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+        self._batch_requests = Histogram("model_batch_requests", "requests merged into one model call",
+                                         ["model"], buckets=buckets)
+        self._batch_rows = Histogram("model_batch_rows", "rows (records or images) in one model call",
+                                     ["model"], buckets=buckets)
+        self.threads = cpu_count()
+        self.batchers: dict[str, ModelBatcher] = {}
+        self._load_error: str | None = None
+        # Load in the background so /livez answers at once and /readyz reports progress.
+        threading.Thread(target=self._load_all, name="load-models", daemon=True).start()
+
+    def _load_all(self) -> None:
+        refs = {DIGITS.name: self.digits_model, IRIS.name: self.iris_model,
+                KOBE.name: self.kobe_model, MALARIA.name: self.malaria_model}
+        try:
+            batchers = {}
+            for name, ref in refs.items():
+                model = load(SPECS[name], ref, self.threads)  # class-scope refs resolve to stored models
+                warm_up(model)
+                batchers[name] = ModelBatcher(model, self._observe_batch)
+                logger.info("loaded %s", model.tag)
+            self.batchers = batchers
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
+            self._load_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("loading the models failed")
+
+    def _observe_batch(self, model: str, requests: int, rows: int) -> None:
+        self._batch_requests.labels(model=model).observe(requests)
+        self._batch_rows.labels(model=model).observe(rows)
+
+    def __is_ready__(self) -> bool:
+        return len(self.batchers) == len(SPECS)
+
+    def _batcher(self, name: str) -> ModelBatcher:
+        batcher = self.batchers.get(name)
+        if batcher is None:
+            raise ModelsNotReady(self._load_error or "models are still loading; see /readyz")
+        return batcher
+
+    async def _predict(self, name: str, rows: Any) -> Predictions:
+        batcher = self._batcher(name)
+        probabilities = await batcher.predict(rows)
+        return label(batcher.model, probabilities)
+
+    # --- tabular ------------------------------------------------------------------------
+
+    @bentoml.api(route="/iris")
+    @client_errors
+    async def iris(self, records: Annotated[list[IrisRecord], records_field(IRIS)]) -> Predictions:  # type: ignore[valid-type]
+        """Iris species for 1 or more flowers."""
+        return await self._predict(IRIS.name, [r.model_dump() for r in records])
+
+    @bentoml.api(route="/kobe")
+    @client_errors
+    async def kobe(self, records: Annotated[list[KobeRecord], records_field(KOBE)]) -> Predictions:  # type: ignore[valid-type]
+        """Made/missed probability for 1 or more shots (raw Kaggle rows; extra columns are ignored)."""
+        return await self._predict(KOBE.name, [r.model_dump() for r in records])
+
+    # --- digits ---------------------------------------------------------------------------
+
+    @bentoml.api(route="/digits/pixels")
+    @client_errors
+    async def digits_pixels(self, pixels: Annotated[list[Pixels], records_field(DIGITS)]) -> Predictions:
+        """Digit for 1 or more 8x8 images given as 64 pixel values (0-16), as in scikit-learn."""
+        return await self._predict(DIGITS.name, np.asarray(pixels, dtype=np.float64))
+
+    @bentoml.api(route="/digits")
+    @client_errors
+    async def digits(self, images: Annotated[list[Path], records_field(DIGITS)]) -> Predictions:
+        """Digit for 1 or more uploaded images (multipart field `images`; PNG/JPEG, any size)."""
+        return await self._predict(DIGITS.name, images_to_rows(DIGITS, [read_upload(p) for p in images]))
+
+    @bentoml.api(route="/digits/base64")
+    @client_errors
+    async def digits_base64(self, images: Annotated[list[str], records_field(DIGITS)]) -> Predictions:
+        """Digit for 1 or more base64-encoded PNG/JPEG images."""
+        return await self._predict(DIGITS.name, images_to_rows(DIGITS, decode_base64(images)))
+
+    # --- malaria --------------------------------------------------------------------------
+
+    @bentoml.api(route="/malaria")
+    @client_errors
+    async def malaria(self, images: Annotated[list[Path], records_field(MALARIA)]) -> Predictions:
+        """Parasitized/Uninfected for 1 or more uploaded cell images (multipart field `images`)."""
+        return await self._predict(MALARIA.name, images_to_rows(MALARIA, [read_upload(p) for p in images]))
+
+    @bentoml.api(route="/malaria/base64")
+    @client_errors
+    async def malaria_base64(self, images: Annotated[list[str], records_field(MALARIA)]) -> Predictions:
+        """Parasitized/Uninfected for 1 or more base64-encoded cell images."""
+        return await self._predict(MALARIA.name, images_to_rows(MALARIA, decode_base64(images)))
+
+    # --- metadata -------------------------------------------------------------------------
+
+    @info_app.get("/models", response_model=ModelsResponse)
+    def models(self) -> ModelsResponse:
+        """The served models: tags, metrics, MLflow run ids and input schemas."""
+        if not self.__is_ready__():
+            raise_not_ready(self._load_error)
+        return ModelsResponse(models=[model_info(b.model) for b in self.batchers.values()])
+
+
+ModelServing.add_asgi_middleware(  # type: ignore[attr-defined]
+    RequestGuard, max_body_bytes=MAX_BODY_BYTES,
+    content_types={**{r: "application/json" for r in JSON_ROUTES},
+                   **{r: "multipart/form-data" for r in MULTIPART_ROUTES}},
+)
+
+
+def label(model: ServedModel, probabilities: np.ndarray) -> Predictions:
+    names = model.spec.class_names
+    return Predictions(predictions=[
+        Prediction(label=names[int(row.argmax())],
+                   probabilities={n: float(p) for n, p in zip(names, row, strict=True)}, model=model.tag)
+        for row in probabilities
+    ])
+
+
+def read_upload(path: Path) -> bytes:
+    return Path(path).read_bytes()
+
+
+def decode_base64(images: list[str]) -> list[bytes]:
+    decoded = []
+    for index, text in enumerate(images):
+        if text.startswith("data:") and "," in text:  # a data: URL
+            text = text.split(",", 1)[1]
+        try:
+            decoded.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"images[{index}]: not valid base64") from None
+    return decoded
+
+
+def images_to_rows(spec: ModelSpec, encoded: list[bytes]) -> np.ndarray:
+    """Decode and preprocess every image of a call; errors name the image's position."""
+    assert spec.image is not None
+    rows = []
+    for index, data in enumerate(encoded):
+        try:
+            rows.append(model_input_from_image(encoded_image_to_array(data, spec.image), spec))
+        except InvalidInput as exc:
+            raise InvalidInput(f"images[{index}]: {exc}") from None
+    return np.stack(rows)
+
+
+def model_info(model: ServedModel) -> ModelInfo:
+    spec, meta = model.spec, model.metadata
+    return ModelInfo(
+        name=spec.name, tag=model.tag, task=spec.task, endpoints=SPEC_ENDPOINTS[spec.name],
+        class_names=list(spec.class_names), metrics=meta["metrics"],
+        extra_metrics={k.removesuffix("_metrics"): v for k, v in meta.items()
+                       if k.endswith("_metrics") and isinstance(v, dict)},
+        mlflow_run_id=meta["mlflow_run_id"], trained_at=meta["trained_at"], quick=meta["quick"],
+        max_batch_size=spec.batching.max_batch_size, max_latency_ms=spec.batching.max_latency_ms,
+        features=[FeatureInfo(**f) for f in spec.schema()["features"]],
+        image=ImageInfo(**spec.schema()["image"]) if spec.image else None,
+    )
+
+
+def raise_not_ready(load_error: str | None) -> None:
+    from fastapi import HTTPException
+
+    raise HTTPException(status_code=503, detail=load_error or "models are still loading")
+
