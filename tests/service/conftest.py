@@ -1,0 +1,67 @@
+"""A real `bentoml serve` process over the models trained (quick) in this test session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(os.environ["STATE_DIR"]) / f"serve-{self.port}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        bentoml = Path(sys.executable).with_name("bentoml")
+        self.process = subprocess.Popen(
+            [str(bentoml), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=PROJECT, env={**os.environ, **(env or {})},
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+        )
+
+    def wait(self, path: str, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if requests.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{path} not 200 after {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(quick_models) -> Iterator[Server]:
+    """The service on a free port, ready (every model loaded and warmed up)."""
+    server = Server()
+    try:
+        server.wait("/readyz")
+        yield server
+    finally:
+        server.stop()

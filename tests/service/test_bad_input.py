@@ -1,0 +1,139 @@
+"""Bad input gets a clear 4xx JSON answer, never a 500, and the service keeps serving."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import pytest
+import requests
+from PIL import Image
+
+from service.specs import IRIS, MALARIA
+
+pytestmark = pytest.mark.slow
+
+GOOD_IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+JSON = {"Content-Type": "application/json"}
+
+
+def png(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", **options)
+    return buffer.getvalue()
+
+
+def iris(**changes) -> dict:
+    record = {**GOOD_IRIS, **changes}
+    return {"records": [{k: v for k, v in record.items() if v is not ...}]}
+
+
+def kobe_row(settings, **changes) -> dict:
+    import json
+
+    import pandas as pd
+
+    row = json.loads(pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_dev.parquet")
+                     .head(1).to_json(orient="records"))[0]
+    return {"records": [{**row, **changes}]}
+
+
+def assert_client_error(response: requests.Response, status: int, *fragments: str) -> None:
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    assert isinstance(body, dict) and body["error"], body
+    text = response.text
+    for fragment in fragments:
+        assert fragment in text, (fragment, text)
+
+
+CASES = {
+    "malformed JSON": ("/iris", dict(data=b'{"records": [{', headers=JSON), 400, ["json_invalid"]),
+    "JSON array instead of object": ("/iris", dict(data=b"[1, 2]", headers=JSON), 400, []),
+    "text/plain body": ("/iris", dict(data=b"{}", headers={"Content-Type": "text/plain"}), 415, ["application/json"]),
+    "JSON to a multipart endpoint": ("/malaria", dict(json={"images": []}), 415, ["multipart/form-data"]),
+    "no records key": ("/iris", dict(json={"rows": [GOOD_IRIS]}), 400, ["records"]),
+    "missing field": ("/iris", dict(json=iris(petal_width=...)), 400, ["petal_width", "missing"]),
+    "extra field": ("/iris", dict(json=iris(colour="blue")), 400, ["colour", "extra"]),
+    "wrong type": ("/iris", dict(json=iris(sepal_length="long")), 400, ["sepal_length"]),
+    "boolean for a number": ("/iris", dict(json=iris(sepal_length=[1])), 400, ["sepal_length"]),
+    "NaN": ("/iris", dict(data=b'{"records": [{"sepal_length": NaN, "sepal_width": 3.5, "petal_length": 1.4, '
+                                b'"petal_width": 0.2}]}', headers=JSON), 400, ["sepal_length"]),
+    "Infinity": ("/iris", dict(data=b'{"records": [{"sepal_length": Infinity, "sepal_width": 3.5, '
+                                     b'"petal_length": 1.4, "petal_width": 0.2}]}', headers=JSON), 400, ["sepal_length"]),
+    "out of range": ("/iris", dict(json=iris(petal_width=-3)), 400, ["petal_width", "greater than or equal"]),
+    "empty list": ("/iris", dict(json={"records": []}), 400, ["records", "at least 1"]),
+    "too many records": ("/iris", dict(json={"records": [GOOD_IRIS] * (IRIS.max_records_per_call + 1)}), 400,
+                         ["records", "at most"]),
+    "pixels of the wrong length": ("/digits/pixels", dict(json={"pixels": [[0] * 63]}), 400, ["pixels"]),
+    "pixel out of range": ("/digits/pixels", dict(json={"pixels": [[17] * 64]}), 400, ["pixels"]),
+    "not base64": ("/malaria/base64", dict(json={"images": ["***not base64***"]}), 400, ["images[0]", "base64"]),
+    "base64 of text": ("/malaria/base64", dict(json={"images": [base64.b64encode(b"hello").decode()]}), 400,
+                       ["images[0]", "PNG or JPEG"]),
+    "non-image upload": ("/malaria", dict(files=[("images", ("notes.txt", b"just text", "text/plain"))]), 400,
+                         ["images[0]", "PNG or JPEG"]),
+    "no image in upload": ("/malaria", dict(files=[("other", ("a.txt", b"x", "text/plain"))]), 400, ["images"]),
+    "too many images": ("/malaria/base64", dict(json={"images": ["AAAA"] * (MALARIA.max_records_per_call + 1)}),
+                        400, ["images", "at most"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_request_gets_a_clear_4xx(server, case):
+    route, request, status, fragments = CASES[case]
+    assert_client_error(requests.post(server.url + route, **request), status, *fragments)
+
+
+def test_unknown_category_is_named(server, settings):
+    response = requests.post(f"{server.url}/kobe", json=kobe_row(settings, action_type="Moonshot"))
+    assert_client_error(response, 400, "action_type", "Jump Shot")
+
+
+def test_fractional_integer_is_refused(server, settings):
+    response = requests.post(f"{server.url}/kobe", json=kobe_row(settings, period=2.5))
+    assert_client_error(response, 400, "period")
+
+
+def test_corrupt_and_truncated_images_are_named_by_position(server, malaria_image_paths):
+    good = malaria_image_paths["Parasitized"][0].read_bytes()
+    files = [("images", ("good.png", good, "image/png")),
+             ("images", ("cut.png", good[: len(good) // 2], "image/png"))]
+    assert_client_error(requests.post(f"{server.url}/malaria", files=files), 400, "images[1]")
+
+
+def test_decompression_bomb_is_refused(server):
+    bomb = png(Image.new("L", (6000, 6000)), optimize=True)
+    response = requests.post(f"{server.url}/malaria", files=[("images", ("bomb.png", bomb, "image/png"))])
+    assert_client_error(response, 400, "images[0]", "6000x6000")
+
+
+def test_oversized_body_is_refused_with_413(server):
+    from service.service import MAX_BODY_BYTES
+
+    big = b"A" * (MAX_BODY_BYTES + 1024)
+    response = requests.post(f"{server.url}/malaria/base64", data=b'{"images": ["' + big + b'"]}', headers=JSON)
+    assert_client_error(response, 413, "limit")
+
+    def chunks():  # no Content-Length: the limit must hold on the bytes received
+        yield b'{"images": ["'
+        for _ in range(MAX_BODY_BYTES // (1 << 20) + 2):
+            yield b"A" * (1 << 20)
+        yield b'"]}'
+
+    response = requests.post(f"{server.url}/malaria/base64", data=chunks(), headers=JSON)
+    assert_client_error(response, 413, "limit")
+
+
+def test_the_service_keeps_serving_after_bad_input(server):
+    for case in CASES.values():
+        route, request, _, _ = case
+        requests.post(server.url + route, **request)
+    response = requests.post(f"{server.url}/iris", json={"records": [GOOD_IRIS]})
+    assert response.status_code == 200
+    metrics = requests.get(f"{server.url}/metrics").text
+    counts = re.findall(r'^bentoml_service_request_total\{([^}]*http_response_code="5\d\d"[^}]*)\} ([0-9.e+]+)$',
+                        metrics, flags=re.MULTILINE)
+    assert counts, "no request counter in /metrics"
+    # /readyz answered 503 while the models loaded; no other request may have had a 5xx.
+    assert [labels for labels, value in counts if float(value) > 0 and 'endpoint="/readyz"' not in labels] == []
