@@ -7,16 +7,13 @@ so that the training loader and the service endpoints cannot drift apart.
 from __future__ import annotations
 
 import io
-import math
 import warnings
-from collections.abc import Iterable, Mapping
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from service.specs import CategoricalFeature, ImageInput, ModelSpec, NumericFeature
+from service.specs import CategoricalFeature, ImageInput, ModelSpec
 
 # Larger images are refused before their pixels are decoded (decompression bombs).
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -47,7 +44,7 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
             image.load()
     except InvalidInput:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidInput("not a readable PNG or JPEG image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput(f"corrupt or truncated image ({exc})") from None
@@ -87,53 +84,6 @@ def model_input_from_image(array: np.ndarray, spec: ModelSpec) -> np.ndarray:
     if spec.features:  # digits: an sklearn model over 64 named pixel features
         return array.reshape(-1)
     return array
-
-
-def check_value(feature: NumericFeature | CategoricalFeature, value: Any) -> Any:
-    """Validate one raw value against its feature; returns the value in model type."""
-    if isinstance(feature, CategoricalFeature):
-        if not isinstance(value, str):
-            raise InvalidInput(f"{feature.name}: expected a string, got {value!r}")
-        if value not in feature.categories:
-            raise InvalidInput(
-                f"{feature.name}: unknown value {value!r}; expected one of "
-                f"{', '.join(repr(c) for c in feature.categories[:10])}"
-                + (" ..." if len(feature.categories) > 10 else "")
-            )
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InvalidInput(f"{feature.name}: expected a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise InvalidInput(f"{feature.name}: expected a finite number, got {value!r}")
-    if feature.integer and not number.is_integer():
-        raise InvalidInput(f"{feature.name}: expected an integer, got {value!r}")
-    if not feature.minimum <= number <= feature.maximum:
-        raise InvalidInput(
-            f"{feature.name}: {value!r} is outside the valid range "
-            f"[{feature.minimum:g}, {feature.maximum:g}]"
-        )
-    return int(number) if feature.integer else number
-
-
-def records_to_frame(records: Iterable[Mapping[str, Any]], spec: ModelSpec) -> pd.DataFrame:
-    """Validated records -> a DataFrame with the model's columns in the spec's order.
-
-    Extra keys are ignored (a raw Kaggle row carries ids the model must not see); a
-    missing or invalid value raises InvalidInput naming the record and the field.
-    """
-    rows = []
-    for index, record in enumerate(records):
-        row = {}
-        for feature in spec.features:
-            if feature.name not in record or record[feature.name] is None:
-                raise InvalidInput(f"record {index}: missing required field {feature.name!r}")
-            try:
-                row[feature.name] = check_value(feature, record[feature.name])
-            except InvalidInput as exc:
-                raise InvalidInput(f"record {index}: {exc}") from None
-        rows.append(row)
-    return typed_frame(pd.DataFrame(rows, columns=spec.feature_names), spec)
 
 
 def typed_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:

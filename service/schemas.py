@@ -6,10 +6,13 @@ request validation and training all describe the same inputs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from service.preprocessing import InvalidInput, typed_frame
 from service.specs import DIGITS, IRIS, KOBE, MALARIA, CategoricalFeature, ModelSpec, NumericFeature
 
 
@@ -36,6 +39,28 @@ def record_model(spec: ModelSpec, extra: Literal["ignore", "forbid"]) -> type[Ba
 # Kaggle row with its ids and extra columns is accepted as it is.
 IrisRecord = record_model(IRIS, extra="forbid")
 KobeRecord = record_model(KOBE, extra="ignore")
+DigitsRecord = record_model(DIGITS, extra="ignore")  # 64 named pixel columns, for batch files
+RECORD_MODELS: dict[str, type[BaseModel]] = {"iris": IrisRecord, "kobe": KobeRecord, "digits": DigitsRecord}
+
+
+def describe(error: ValidationError) -> str:
+    """A pydantic error as one line: 'field: message; ...'."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in error.errors())
+
+
+def validated_frame(records: Iterable[Mapping[str, Any]], spec: ModelSpec) -> pd.DataFrame:
+    """Records checked by the same pydantic model as the endpoint -> the model's frame.
+
+    Raises InvalidInput naming the record and field of the first problem.
+    """
+    model = RECORD_MODELS[spec.name]
+    rows = []
+    for index, record in enumerate(records):
+        try:
+            rows.append(model.model_validate(record).model_dump())
+        except ValidationError as exc:
+            raise InvalidInput(f"record {index}: {describe(exc)}") from None
+    return typed_frame(pd.DataFrame.from_records(rows, columns=spec.feature_names), spec)
 
 Pixels = Annotated[list[Annotated[float, Field(ge=0, le=16, allow_inf_nan=False)]],
                    Field(min_length=64, max_length=64, description="8x8 pixels row by row, 0 (blank) to 16 (ink)")]

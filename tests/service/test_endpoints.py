@@ -14,7 +14,8 @@ import pytest
 import requests
 from PIL import Image
 
-from service.preprocessing import encoded_image_to_array, records_to_frame
+from service.preprocessing import encoded_image_to_array
+from service.schemas import validated_frame
 from service.specs import DIGITS, IRIS, KERAS_MODEL_FILE, KOBE, MALARIA, SPECS
 
 pytestmark = pytest.mark.slow
@@ -70,8 +71,8 @@ def test_iris_matches_the_model(server):
     frame = pd.DataFrame(load_iris().data[::10], columns=IRIS.feature_names)
     response = requests.post(f"{server.url}/iris", json={"records": frame.to_dict("records")})
     tag, probabilities = check(response, len(frame))
-    np.testing.assert_allclose(probabilities, direct_probabilities(tag, records_to_frame(frame.to_dict("records"), IRIS)),
-                               rtol=1e-6, atol=1e-9)
+    expected = direct_probabilities(tag, validated_frame(frame.to_dict("records"), IRIS))
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-6, atol=1e-9)
 
 
 def test_kobe_accepts_raw_kaggle_rows_and_matches_the_model(server, settings):
@@ -79,7 +80,7 @@ def test_kobe_accepts_raw_kaggle_rows_and_matches_the_model(server, settings):
     rows = json.loads(raw.to_json(orient="records"))  # every Kaggle column, ids and all; NaN -> null
     response = requests.post(f"{server.url}/kobe", json={"records": rows})
     tag, probabilities = check(response, len(rows))
-    np.testing.assert_allclose(probabilities, direct_probabilities(tag, records_to_frame(rows, KOBE)),
+    np.testing.assert_allclose(probabilities, direct_probabilities(tag, validated_frame(rows, KOBE)),
                                rtol=1e-6, atol=1e-9)
 
 
@@ -144,8 +145,10 @@ def test_concurrent_requests_are_served_in_batches(server):
                               range(256)))
     assert codes == [200] * 256
     after = requests.get(f"{server.url}/metrics").text
-    calls = metric_total(after, "model_batch_requests_count", "iris") - metric_total(before, "model_batch_requests_count", "iris")
-    merged = metric_total(after, "model_batch_requests_sum", "iris") - metric_total(before, "model_batch_requests_sum", "iris")
+    def grown(name: str) -> float:
+        return metric_total(after, name, "iris") - metric_total(before, name, "iris")
+
+    calls, merged = grown("model_batch_requests_count"), grown("model_batch_requests_sum")
     assert merged == 256
     assert calls < 256, "every request ran alone: adaptive batching did not merge any"
     assert 'bentoml_service_request_duration_seconds_bucket{endpoint="/iris"' in after

@@ -12,8 +12,8 @@ from service.preprocessing import (
     encoded_image_to_array,
     image_to_array,
     kobe_shot_context,
-    records_to_frame,
 )
+from service.schemas import validated_frame
 from service.specs import DIGITS, IRIS, KOBE, MALARIA
 
 
@@ -107,24 +107,24 @@ def iris_record(**overrides):
     return {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2, **overrides}
 
 
-def test_records_become_a_frame_in_spec_order_with_extras_ignored():
-    frame = records_to_frame([iris_record(comment="extra"), iris_record(sepal_length=6)], IRIS)
+def test_records_become_a_frame_in_spec_order():
+    frame = validated_frame([iris_record(), iris_record(sepal_length=6)], IRIS)
     assert list(frame.columns) == IRIS.feature_names
     assert frame["sepal_length"].tolist() == [5.1, 6.0]
 
 
 @pytest.mark.parametrize("record,message", [
-    ({"sepal_length": 5.1}, "missing required field 'sepal_width'"),
-    (iris_record(petal_width=None), "missing required field 'petal_width'"),
-    (iris_record(petal_width="wide"), "petal_width: expected a number"),
-    (iris_record(petal_width=True), "petal_width: expected a number"),
-    (iris_record(petal_width=float("nan")), "finite"),
-    (iris_record(petal_width=float("inf")), "finite"),
-    (iris_record(petal_width=-1), "outside the valid range"),
+    ({"sepal_length": 5.1}, "sepal_width: Field required"),
+    (iris_record(petal_width=None), "petal_width: Input should be a valid number"),
+    (iris_record(petal_width="wide"), "petal_width: Input should be a valid number"),
+    (iris_record(petal_width=float("nan")), "petal_width: Input should be a finite number"),
+    (iris_record(petal_width=float("inf")), "petal_width: Input should be a finite number"),
+    (iris_record(petal_width=-1), "petal_width: Input should be greater than or equal to 0"),
+    (iris_record(colour="red"), "colour: Extra inputs are not permitted"),
 ])
 def test_invalid_records_name_the_record_and_field(record, message):
     with pytest.raises(InvalidInput, match=message) as caught:
-        records_to_frame([iris_record(), record], IRIS)
+        validated_frame([iris_record(), record], IRIS)
     assert "record 1" in str(caught.value)
 
 
@@ -132,19 +132,19 @@ def test_kobe_checks_categories_and_integers(settings):
     import pandas as pd
 
     row = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_dev.parquet").iloc[0].to_dict()
-    frame = records_to_frame([row], KOBE)  # a raw Kaggle row, ids and all
+    frame = validated_frame([row], KOBE)  # a raw Kaggle row, ids and all
     assert list(frame.columns) == KOBE.feature_names
-    with pytest.raises(InvalidInput, match="action_type: unknown value 'Moonshot'"):
-        records_to_frame([{**row, "action_type": "Moonshot"}], KOBE)
-    with pytest.raises(InvalidInput, match="period: expected an integer"):
-        records_to_frame([{**row, "period": 2.5}], KOBE)
+    with pytest.raises(InvalidInput, match="action_type: Input should be 'Alley Oop Dunk Shot'"):
+        validated_frame([{**row, "action_type": "Moonshot"}], KOBE)
+    with pytest.raises(InvalidInput, match="period: Input should be a valid integer"):
+        validated_frame([{**row, "period": 2.5}], KOBE)
 
 
 def test_kobe_shot_context_derives_home_angle_and_clock(settings):
     import pandas as pd
 
     rows = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_dev.parquet").head(200)
-    derived = kobe_shot_context(records_to_frame(rows.to_dict("records"), KOBE))
+    derived = kobe_shot_context(validated_frame(rows.to_dict("records"), KOBE))
     assert (derived["home"] == rows["matchup"].str.contains("vs.").astype(int).to_numpy()).all()
     clock = rows["minutes_remaining"] * 60 + rows["seconds_remaining"]
     assert (derived["clock"].to_numpy() == clock.to_numpy()).all()

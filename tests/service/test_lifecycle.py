@@ -1,0 +1,76 @@
+"""Start-up, readiness and model-version selection of real `bentoml serve` processes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from tests.service.conftest import Server
+
+pytestmark = pytest.mark.slow
+
+
+def test_readyz_is_not_ready_until_every_model_is_loaded(quick_models):
+    server = Server()
+    try:
+        server.wait("/livez")
+        seen = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            status = requests.get(f"{server.url}/readyz", timeout=5).status_code
+            seen.append(status)
+            if status == 200:
+                break
+            time.sleep(0.05)
+        assert seen[0] == 503, "ready before the models could have loaded"
+        assert seen[-1] == 200
+        models = requests.get(f"{server.url}/models").json()["models"]
+        assert len(models) == 4
+    finally:
+        server.stop()
+
+
+def test_model_version_is_chosen_by_environment(quick_models, settings):
+    import bentoml
+
+    from training.pipeline import train_model
+
+    pinned = quick_models["iris"].tag
+    newer = train_model("iris", settings, quick=True)
+    assert newer.tag != pinned and str(bentoml.models.get("iris:latest").tag) == newer.tag
+    server = Server(env={"IRIS_MODEL_VERSION": pinned.split(":")[1]})
+    try:
+        server.wait("/readyz")
+        tags = {m["name"]: m["tag"] for m in requests.get(f"{server.url}/models").json()["models"]}
+        assert tags["iris"] == pinned
+        answer = requests.post(f"{server.url}/iris", json={"records": [
+            {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]})
+        assert answer.json()["predictions"][0]["model"] == pinned
+    finally:
+        server.stop()
+
+
+def test_a_model_trained_for_another_schema_is_refused(quick_models):
+    """The service never serves a model whose input schema differs from the spec."""
+    import bentoml
+
+    original = bentoml.models.get(quick_models["iris"].tag)
+    metadata = {**original.info.metadata, "spec_fingerprint": "0" * 16}
+    stale = bentoml.sklearn.save_model("iris", bentoml.sklearn.load_model(original), metadata=metadata)
+    server = Server(env={"IRIS_MODEL_VERSION": stale.tag.version})
+    try:
+        server.wait("/livez")
+        deadline = time.monotonic() + 120
+        while "different iris input schema" not in (refused := requests.get(f"{server.url}/models")).text:
+            assert time.monotonic() < deadline, refused.text
+            time.sleep(0.2)
+        assert refused.status_code == 503
+        assert requests.get(f"{server.url}/readyz").status_code == 503
+        predict = requests.post(f"{server.url}/iris", json={"records": [
+            {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]})
+        assert predict.status_code == 503 and "different iris input schema" in predict.json()["error"]
+    finally:
+        server.stop()
+        bentoml.models.delete(stale.tag)
