@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import anyio
 import numpy as np
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
 from bentoml.exceptions import ServiceUnavailable
@@ -27,13 +28,17 @@ def _shed() -> Any:
 
 
 class ModelBatcher:
-    def __init__(self, model: ServedModel, observe: Callable[[str, int, int], None]) -> None:
+    def __init__(self, model: ServedModel, observe: Callable[[str, int, int], None], enabled: bool = True) -> None:
         self.model = model
+        self.enabled = enabled
+        """False: every request is its own model call (for benchmarks and comparisons)."""
         self._observe = observe
         self._dispatch: Callable[[Any], Any] | None = None
 
     async def predict(self, rows: Any) -> np.ndarray:
         """Probabilities for rows (a list of records, or an array of preprocessed inputs)."""
+        if not self.enabled:
+            return (await anyio.to_thread.run_sync(self._run_batch, [rows]))[0]
         if self._dispatch is None:  # the dispatcher binds to the running event loop
             batching = self.model.spec.batching
             dispatcher = CorkDispatcher(

@@ -42,6 +42,9 @@ logger = logging.getLogger("bentoml.service.model_serving")
 MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES", 16 * 1024 * 1024))
 """Requests with a larger body are refused with 413 before they are parsed."""
 
+ADAPTIVE_BATCHING = os.environ.get("ADAPTIVE_BATCHING", "on").lower() not in ("off", "0", "false")
+"""ADAPTIVE_BATCHING=off serves every request with its own model call (for comparisons)."""
+
 JSON_ROUTES = ("/iris", "/kobe", "/digits/pixels", "/digits/base64", "/malaria/base64")
 MULTIPART_ROUTES = ("/digits", "/malaria")
 
@@ -93,7 +96,7 @@ class ModelServing:
             for name, ref in refs.items():
                 model = load(SPECS[name], ref, self.threads)  # class-scope refs resolve to stored models
                 warm_up(model)
-                batchers[name] = ModelBatcher(model, self._observe_batch)
+                batchers[name] = ModelBatcher(model, self._observe_batch, enabled=ADAPTIVE_BATCHING)
                 logger.info("loaded %s", model.tag)
             self.batchers = batchers
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
