@@ -24,9 +24,8 @@ install: $(VENV)/.installed ## create .venv with the pinned stack (about 2.3 GB)
 train: install ## train the models missing from the BentoML store (DATA_DIR: data folder)
 	$(PY) -m training all --only-missing
 
-run: train ## the main job: train what is missing, then serve (serving lands with the service)
-	@if [ -f service/service.py ]; then $(VENV)/bin/bentoml serve; \
-	else echo "All models are trained and in the BentoML store (bentoml models list)."; fi
+run: train ## the main job: train what is missing, then serve on :3000
+	$(VENV)/bin/bentoml serve
 
 test: install ## run every test, slow ones included (DATA_DIR must hold the real data)
 	$(PY) -m pytest
