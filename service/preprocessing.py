@@ -6,6 +6,8 @@ so that the training loader and the service endpoints cannot drift apart.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import warnings
 
@@ -113,3 +115,27 @@ def kobe_shot_context(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 KOBE_DERIVED_FEATURES = ("home", "angle", "clock")
+
+
+def decode_base64(images: list[str]) -> list[bytes]:
+    decoded = []
+    for index, text in enumerate(images):
+        if text.startswith("data:") and "," in text:  # a data: URL
+            text = text.split(",", 1)[1]
+        try:
+            decoded.append(base64.b64decode(text, validate=True))
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"images[{index}]: not valid base64") from None
+    return decoded
+
+
+def images_to_rows(spec: ModelSpec, encoded: list[bytes]) -> np.ndarray:
+    """Decode and preprocess every image of a call; errors name the image's position."""
+    assert spec.image is not None
+    rows = []
+    for index, data in enumerate(encoded):
+        try:
+            rows.append(model_input_from_image(encoded_image_to_array(data, spec.image), spec))
+        except InvalidInput as exc:
+            raise InvalidInput(f"images[{index}]: {exc}") from None
+    return np.stack(rows)

@@ -34,6 +34,8 @@ class ServedModel:
     metadata: dict[str, Any]
     predict_proba: Callable[[Any], np.ndarray]
     """Rows in model form (DataFrame or array) -> probabilities (n, classes)."""
+    framework: str
+    """"sklearn" or "keras"."""
 
     def combine(self, parts: Sequence[Any]) -> Any:
         """Many requests' rows -> one model input (the adaptive batch)."""
@@ -52,13 +54,12 @@ def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
             f"({metadata.get('spec_fingerprint')} != {spec.fingerprint()}): retrain it"
         )
     if KERAS_MODEL_FILE in os.listdir(stored.path):
-        predict = _keras_predictor(stored.path_of(KERAS_MODEL_FILE), spec, threads)
-    else:
-        import bentoml
+        return ServedModel(spec, str(stored.tag), metadata,
+                           _keras_predictor(stored.path_of(KERAS_MODEL_FILE), spec, threads), "keras")
+    import bentoml
 
-        model = bentoml.sklearn.load_model(stored)
-        predict = model.predict_proba
-    return ServedModel(spec, str(stored.tag), metadata, predict)
+    model = bentoml.sklearn.load_model(stored)
+    return ServedModel(spec, str(stored.tag), metadata, model.predict_proba, "sklearn")
 
 
 def _keras_predictor(path: str, spec: ModelSpec, threads: int) -> Callable[[np.ndarray], np.ndarray]:

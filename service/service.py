@@ -6,21 +6,23 @@ model's critical section) -> the model's batcher -> label the probabilities.
 
 from __future__ import annotations
 
-import base64
-import binascii
+import json
 import logging
 import os
 import threading
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse
 
-from service.batching import ModelBatcher
+from service import v2
+from service.batching import ModelBatcher, Overloaded
 from service.http import ModelsNotReady, RequestGuard, client_errors
-from service.preprocessing import InvalidInput, encoded_image_to_array, model_input_from_image
+from service.preprocessing import decode_base64, images_to_rows
 from service.runtime import ServedModel, cpu_count, load, warm_up
 from service.schemas import (
     SPEC_ENDPOINTS,
@@ -35,12 +37,17 @@ from service.schemas import (
     Predictions,
     records_field,
 )
-from service.specs import DIGITS, IRIS, KOBE, MALARIA, SPECS, ModelSpec
+from service.specs import DIGITS, IRIS, KOBE, MALARIA, SPECS
 
 logger = logging.getLogger("bentoml.service.model_serving")
 
 MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES", 16 * 1024 * 1024))
 """Requests with a larger body are refused with 413 before they are parsed."""
+
+try:
+    SERVICE_VERSION = version("bento-model-serving")
+except PackageNotFoundError:  # running from a bento, not an installed checkout
+    SERVICE_VERSION = "0.1.0"
 
 ADAPTIVE_BATCHING = os.environ.get("ADAPTIVE_BATCHING", "on").lower() not in ("off", "0", "false")
 """ADAPTIVE_BATCHING=off serves every request with its own model call (for comparisons)."""
@@ -171,6 +178,84 @@ class ModelServing:
 
     # --- metadata -------------------------------------------------------------------------
 
+    # --- Open Inference Protocol (KServe V2), sharing each model's batcher ---------------
+
+    @info_app.get("/v2")
+    def v2_server_metadata(self) -> dict[str, Any]:
+        return {"name": "model-serving", "version": SERVICE_VERSION, "extensions": []}
+
+    @info_app.get("/v2/health/live")
+    def v2_live(self) -> dict[str, bool]:
+        return {"live": True}
+
+    @info_app.get("/v2/health/ready")
+    def v2_ready(self) -> JSONResponse:
+        ready = self.__is_ready__()
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @info_app.get("/v2/models/{name}")
+    def v2_model_metadata(self, name: str) -> JSONResponse:
+        return self._v2_call(name, None, lambda model: v2_metadata(model))
+
+    @info_app.get("/v2/models/{name}/versions/{version}")
+    def v2_version_metadata(self, name: str, version: str) -> JSONResponse:
+        return self._v2_call(name, version, lambda model: v2_metadata(model))
+
+    @info_app.get("/v2/models/{name}/ready")
+    def v2_model_ready(self, name: str) -> JSONResponse:
+        return self._v2_call(name, None, lambda model: {"name": name, "ready": True})
+
+    @info_app.get("/v2/models/{name}/versions/{version}/ready")
+    def v2_version_ready(self, name: str, version: str) -> JSONResponse:
+        return self._v2_call(name, version, lambda model: {"name": name, "ready": True})
+
+    @info_app.post("/v2/models/{name}/infer")
+    async def v2_infer(self, name: str, request: Request) -> JSONResponse:
+        return await self._v2_infer(name, None, request)
+
+    @info_app.post("/v2/models/{name}/versions/{version}/infer")
+    async def v2_version_infer(self, name: str, version: str, request: Request) -> JSONResponse:
+        return await self._v2_infer(name, version, request)
+
+    def _v2_batcher(self, name: str, version: str | None) -> ModelBatcher:
+        if name not in SPECS:
+            raise v2.ProtocolError(404, f"unknown model {name!r}; served: {sorted(SPECS)}")
+        try:
+            batcher = self._batcher(name)
+        except ModelsNotReady as exc:
+            raise v2.ProtocolError(503, str(exc)) from None
+        served = batcher.model.tag.split(":")[1]
+        if version is not None and version != served:
+            raise v2.ProtocolError(404, f"model {name!r} has no version {version!r}; serving {served!r}")
+        return batcher
+
+    def _v2_call(self, name: str, version: str | None, answer: Any) -> JSONResponse:
+        try:
+            return JSONResponse(answer(self._v2_batcher(name, version).model))
+        except v2.ProtocolError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    async def _v2_infer(self, name: str, version: str | None, request: Request) -> JSONResponse:
+        try:
+            batcher = self._v2_batcher(name, version)
+            if "inference-header-content-length" in request.headers:
+                raise v2.ProtocolError(400, "the binary tensor data extension is not supported: send JSON data")
+            try:
+                body = json.loads(await request.body())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise v2.ProtocolError(400, f"malformed JSON: {exc}") from None
+            spec = batcher.model.spec
+            outputs = v2.requested_outputs(body) if isinstance(body, dict) else []
+            _, rows = v2.rows_from_request(spec, body)
+            probabilities = await batcher.predict(rows)
+            return JSONResponse(v2.response(spec, batcher.model.tag.split(":")[1], body, probabilities, outputs))
+        except v2.ProtocolError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except Overloaded as exc:
+            return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    # --- metadata -------------------------------------------------------------------------
+
     @info_app.get("/models", response_model=ModelsResponse)
     def models(self) -> ModelsResponse:
         """The served models: tags, metrics, MLflow run ids and input schemas."""
@@ -199,30 +284,6 @@ def read_upload(path: Path) -> bytes:
     return Path(path).read_bytes()
 
 
-def decode_base64(images: list[str]) -> list[bytes]:
-    decoded = []
-    for index, text in enumerate(images):
-        if text.startswith("data:") and "," in text:  # a data: URL
-            text = text.split(",", 1)[1]
-        try:
-            decoded.append(base64.b64decode(text, validate=True))
-        except (binascii.Error, ValueError):
-            raise InvalidInput(f"images[{index}]: not valid base64") from None
-    return decoded
-
-
-def images_to_rows(spec: ModelSpec, encoded: list[bytes]) -> np.ndarray:
-    """Decode and preprocess every image of a call; errors name the image's position."""
-    assert spec.image is not None
-    rows = []
-    for index, data in enumerate(encoded):
-        try:
-            rows.append(model_input_from_image(encoded_image_to_array(data, spec.image), spec))
-        except InvalidInput as exc:
-            raise InvalidInput(f"images[{index}]: {exc}") from None
-    return np.stack(rows)
-
-
 def model_info(model: ServedModel) -> ModelInfo:
     spec, meta = model.spec, model.metadata
     return ModelInfo(
@@ -235,6 +296,17 @@ def model_info(model: ServedModel) -> ModelInfo:
         features=[FeatureInfo(**f) for f in spec.schema()["features"]],
         image=ImageInfo(**spec.schema()["image"]) if spec.image else None,
     )
+
+
+def v2_metadata(model: ServedModel) -> dict[str, Any]:
+    probability_type = "FP32" if model.framework == "keras" else "FP64"
+    return {
+        "name": model.spec.name,
+        "versions": [model.tag.split(":")[1]],
+        "platform": "tensorflow_keras" if model.framework == "keras" else "sklearn",
+        "inputs": [t.as_json() for t in v2.input_tensors(model.spec)],
+        "outputs": [t.as_json() for t in v2.output_tensors(model.spec, probability_type)],
+    }
 
 
 def raise_not_ready(load_error: str | None) -> None:

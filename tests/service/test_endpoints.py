@@ -137,21 +137,28 @@ def metric_total(text: str, name: str, model: str) -> float:
     return sum(float(v) for v in re.findall(pattern, text, flags=re.MULTILINE))
 
 
-def test_concurrent_requests_are_served_in_batches(server):
-    record = {"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}
+def batching_under_load(server, model: str, call, requests_count: int = 256) -> tuple[float, float]:
+    """Send requests_count calls from 32 threads; (requests merged, model calls) from /metrics."""
     before = requests.get(f"{server.url}/metrics").text
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        codes = list(pool.map(lambda _: requests.post(f"{server.url}/iris", json={"records": [record]}).status_code,
-                              range(256)))
-    assert codes == [200] * 256
+        codes = list(pool.map(call, range(requests_count)))
+    assert codes == [200] * requests_count
     after = requests.get(f"{server.url}/metrics").text
-    def grown(name: str) -> float:
-        return metric_total(after, name, "iris") - metric_total(before, name, "iris")
 
-    calls, merged = grown("model_batch_requests_count"), grown("model_batch_requests_sum")
+    def grown(name: str) -> float:
+        return metric_total(after, name, model) - metric_total(before, name, model)
+
+    return grown("model_batch_requests_sum"), grown("model_batch_requests_count")
+
+
+def test_concurrent_requests_are_served_in_batches(server):
+    record = {"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}
+    merged, calls = batching_under_load(
+        server, "iris", lambda _: requests.post(f"{server.url}/iris", json={"records": [record]}).status_code)
     assert merged == 256
     assert calls < 256, "every request ran alone: adaptive batching did not merge any"
-    assert 'bentoml_service_request_duration_seconds_bucket{endpoint="/iris"' in after
+    metrics = requests.get(f"{server.url}/metrics").text
+    assert 'bentoml_service_request_duration_seconds_bucket{endpoint="/iris"' in metrics
 
 
 def test_models_lists_tags_metrics_run_ids_and_schemas(server):

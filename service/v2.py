@@ -1,0 +1,237 @@
+"""The Open Inference Protocol (KServe V2, REST/JSON): tensors <-> the batchers' rows.
+
+Tensor choices, derived from the model specs:
+- tabular models (iris, kobe): one tensor per feature, named like the feature, shape [N]
+  (or [N, 1]): FP32/FP64 for numbers, INT64/INT32 for integer features, BYTES for
+  categories. All-numeric models (iris, digits) also take one [N, F] tensor `input`.
+- digits: `input` FP32 [N, 64] (0-16, scikit-learn's pixels), or `image` BYTES [N].
+- image models: `image` BYTES [N], each element a base64 PNG/JPEG of any size; or
+  `pixels` UINT8/FP32 [N, H, W, C] of intensities 0-255 in the model's size and colour
+  mode (the server applies the model's scaling).
+Outputs: `label` BYTES [N] and `probabilities` FP32/FP64 [N, classes].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from service.preprocessing import InvalidInput, decode_base64, images_to_rows
+from service.schemas import RECORD_MODELS, describe
+from service.specs import CategoricalFeature, ModelSpec
+
+NUMERIC_TYPES = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+INTEGER_TYPES = {t for t in NUMERIC_TYPES if "INT" in t}
+OUTPUTS = ("label", "probabilities")
+
+
+class ProtocolError(Exception):
+    """A V2 error: answered as {"error": message} with this HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: list[int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+
+
+def input_tensors(spec: ModelSpec) -> list[TensorSpec]:
+    """The inputs a model's metadata advertises (every accepted form)."""
+    tensors = []
+    if spec.features and all(not isinstance(f, CategoricalFeature) for f in spec.features):
+        tensors.append(TensorSpec("input", "FP32", [-1, len(spec.features)]))
+    if spec.task == "tabular":
+        for feature in spec.features:
+            if isinstance(feature, CategoricalFeature):
+                datatype = "BYTES"
+            else:
+                datatype = "INT64" if feature.integer else "FP64"
+            tensors.append(TensorSpec(feature.name, datatype, [-1]))
+    if spec.image is not None:
+        tensors.append(TensorSpec("image", "BYTES", [-1]))
+        if not spec.features:
+            image = spec.image
+            tensors.append(TensorSpec("pixels", "UINT8", [-1, image.height, image.width, image.channels]))
+    return tensors
+
+
+def output_tensors(spec: ModelSpec, probability_type: str) -> list[TensorSpec]:
+    return [TensorSpec("label", "BYTES", [-1]),
+            TensorSpec("probabilities", probability_type, [-1, len(spec.class_names)])]
+
+
+def _flat(tensor: dict[str, Any]) -> tuple[str, str, list[int], list[Any]]:
+    """Check one request tensor's fields and that its data fills its shape."""
+    name = tensor.get("name")
+    datatype = tensor.get("datatype")
+    shape = tensor.get("shape")
+    if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list):
+        raise ProtocolError(400, "every input needs a string name, a string datatype and a shape list")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ProtocolError(400, f"input {name!r}: shape {shape} must be non-negative integers")
+    if "data" not in tensor:
+        raise ProtocolError(400, f"input {name!r}: no data (the binary extension is not supported)")
+    if not isinstance(tensor["data"], list):
+        raise ProtocolError(400, f"input {name!r}: data must be a list")
+    data = list(_row_major(tensor["data"]))
+    if len(data) != math.prod(shape):
+        raise ProtocolError(400, f"input {name!r}: shape {shape} holds {math.prod(shape)} values, "
+                                 f"data has {len(data)}")
+    if datatype == "BYTES":
+        if not all(isinstance(v, str) for v in data):
+            raise ProtocolError(400, f"input {name!r}: BYTES data must be strings")
+    elif datatype in NUMERIC_TYPES:
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
+            raise ProtocolError(400, f"input {name!r}: {datatype} data must be numbers")
+        if datatype in INTEGER_TYPES and not all(float(v).is_integer() for v in data):
+            raise ProtocolError(400, f"input {name!r}: {datatype} data must be integers")
+    else:
+        raise ProtocolError(400, f"input {name!r}: unsupported datatype {datatype!r}")
+    return name, datatype, shape, data
+
+
+def _row_major(data: list[Any]) -> Any:
+    """Flat or nested data, flattened in row-major order."""
+    for item in data:
+        if isinstance(item, list):
+            yield from _row_major(item)
+        else:
+            yield item
+
+
+def rows_from_request(spec: ModelSpec, body: Any) -> tuple[str, Any]:
+    """(form, rows): rows in the form the model's batcher takes; form names the route used."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
+        raise ProtocolError(400, "the request needs a non-empty 'inputs' list")
+    tensors = {}
+    for tensor in body["inputs"]:
+        if not isinstance(tensor, dict):
+            raise ProtocolError(400, "every input must be an object")
+        name, datatype, shape, data = _flat(tensor)
+        if name in tensors:
+            raise ProtocolError(400, f"input {name!r} appears twice")
+        tensors[name] = (datatype, shape, data)
+    accepted = {t.name for t in input_tensors(spec)}
+    unknown = sorted(set(tensors) - accepted)
+    if unknown:
+        raise ProtocolError(400, f"unknown input(s) {unknown} for model {spec.name}; it takes {sorted(accepted)}")
+    if "image" in tensors or "pixels" in tensors:
+        return "image", _image_rows(spec, tensors)
+    if "input" in tensors:
+        return "array", _matrix_rows(spec, *tensors["input"])
+    return "records", _records(spec, tensors)
+
+
+def _matrix_rows(spec: ModelSpec, datatype: str, shape: list[int], data: list[Any]) -> Any:
+    width = len(spec.features)
+    if datatype == "BYTES" or len(shape) != 2 or shape[1] != width or shape[0] == 0:
+        raise ProtocolError(400, f"input 'input' must be a numeric [N, {width}] tensor with N >= 1, got "
+                                 f"{datatype} {shape}")
+    if shape[0] > spec.max_records_per_call:
+        raise ProtocolError(400, f"at most {spec.max_records_per_call} rows per call, got {shape[0]}")
+    rows = np.asarray(data, dtype=np.float64).reshape(shape).tolist()
+    records = _validated([dict(zip(spec.feature_names, row, strict=True)) for row in rows], spec)
+    if spec.task == "tabular":
+        return records
+    return np.asarray([[r[n] for n in spec.feature_names] for r in records], dtype=np.float64)
+
+
+def _records(spec: ModelSpec, tensors: dict[str, tuple[str, list[int], list[Any]]]) -> list[dict[str, Any]]:
+    missing = [name for name in spec.feature_names if name not in tensors]
+    if missing:
+        raise ProtocolError(400, f"missing input(s) {missing}")
+    lengths = set()
+    for name, (datatype, shape, _) in tensors.items():
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise ProtocolError(400, f"input {name!r}: shape must be [N] or [N, 1], got {shape}")
+        categorical = isinstance(spec.features[spec.feature_names.index(name)], CategoricalFeature)
+        if categorical != (datatype == "BYTES"):
+            expected = "BYTES" if categorical else "a numeric datatype"
+            raise ProtocolError(400, f"input {name!r}: datatype {datatype} given, {expected} expected")
+        lengths.add(shape[0])
+    if len(lengths) != 1 or 0 in lengths:
+        raise ProtocolError(400, f"inputs must all have the same N >= 1 rows, got {sorted(lengths)}")
+    (rows,) = lengths
+    if rows > spec.max_records_per_call:
+        raise ProtocolError(400, f"at most {spec.max_records_per_call} rows per call, got {rows}")
+    return _validated([{name: tensors[name][2][i] for name in spec.feature_names} for i in range(rows)], spec)
+
+
+def _validated(records: list[dict[str, Any]], spec: ModelSpec) -> list[dict[str, Any]]:
+    model = RECORD_MODELS[spec.name]
+    clean = []
+    for index, record in enumerate(records):
+        try:
+            clean.append(model.model_validate(record).model_dump())
+        except ValidationError as exc:
+            raise ProtocolError(400, f"row {index}: {describe(exc)}") from None
+    return clean
+
+
+def _image_rows(spec: ModelSpec, tensors: dict[str, tuple[str, list[int], list[Any]]]) -> np.ndarray:
+    if len(tensors) != 1:
+        raise ProtocolError(400, "send either 'image' or 'pixels', alone")
+    assert spec.image is not None
+    if "image" in tensors:
+        datatype, shape, data = tensors["image"]
+        if datatype != "BYTES" or len(shape) != 1 or not 1 <= shape[0] <= spec.max_records_per_call:
+            raise ProtocolError(400, f"input 'image' must be BYTES [N], 1 <= N <= {spec.max_records_per_call}")
+        try:
+            return images_to_rows(spec, decode_base64(data))
+        except InvalidInput as exc:
+            raise ProtocolError(400, str(exc)) from None
+    datatype, shape, data = tensors["pixels"]
+    image = spec.image
+    expected = [image.height, image.width, image.channels]
+    if datatype not in ("UINT8", "FP32", "FP64") or len(shape) != 4 or shape[1:] != expected or shape[0] == 0:
+        raise ProtocolError(400, f"input 'pixels' must be UINT8/FP32 [N, {', '.join(map(str, expected))}]")
+    if shape[0] > spec.max_records_per_call:
+        raise ProtocolError(400, f"at most {spec.max_records_per_call} images per call")
+    pixels = np.asarray(data, dtype=np.float32).reshape(shape)
+    if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
+        raise ProtocolError(400, "input 'pixels' must hold intensities from 0 to 255")
+    return pixels * np.float32(image.scale)
+
+
+def requested_outputs(body: dict[str, Any]) -> list[str]:
+    wanted = body.get("outputs")
+    if wanted is None:
+        return list(OUTPUTS)
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted):
+        raise ProtocolError(400, "'outputs' must be a list of objects with a name")
+    names = [o["name"] for o in wanted]
+    unknown = sorted(set(names) - set(OUTPUTS))
+    if unknown:
+        raise ProtocolError(400, f"unknown output(s) {unknown}; available: {list(OUTPUTS)}")
+    return names
+
+
+def response(spec: ModelSpec, version: str, body: dict[str, Any], probabilities: np.ndarray,
+             outputs: list[str]) -> dict[str, Any]:
+    datatype = "FP32" if probabilities.dtype == np.float32 else "FP64"
+    tensors = []
+    for name in outputs:
+        if name == "label":
+            labels = [spec.class_names[i] for i in probabilities.argmax(axis=1)]
+            tensors.append({"name": "label", "datatype": "BYTES", "shape": [len(labels)], "data": labels})
+        else:
+            tensors.append({"name": "probabilities", "datatype": datatype, "shape": list(probabilities.shape),
+                            "data": probabilities.reshape(-1).tolist()})
+    answer: dict[str, Any] = {"model_name": spec.name, "model_version": version, "outputs": tensors}
+    if "id" in body:
+        answer["id"] = body["id"]
+    if isinstance(body.get("parameters"), dict):
+        answer["parameters"] = body["parameters"]
+    return answer
