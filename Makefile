@@ -34,7 +34,7 @@ test-fast: install ## only the tests not marked slow
 	$(PY) -m pytest -m "not slow"
 
 lint: install ## ruff
-	$(VENV)/bin/ruff check service training tests
+	$(VENV)/bin/ruff check service training tests loadtests
 
 clean: ## remove the venv and local state (not the BentoML store)
 	rm -rf $(VENV) .state .pytest_cache

@@ -153,7 +153,7 @@ DIGITS = ModelSpec(
                      invert_light_background=True),
     gate=Gate(minimum={"accuracy": 0.97}),
     quick_gate=Gate(minimum={"accuracy": 0.8}),
-    batching=Batching(max_batch_size=64, max_latency_ms=200),
+    batching=Batching(max_batch_size=64, max_latency_ms=1000),
 )
 
 IRIS = ModelSpec(
@@ -169,7 +169,7 @@ IRIS = ModelSpec(
     ),
     gate=Gate(minimum={"accuracy": 0.95}),
     quick_gate=Gate(minimum={"accuracy": 0.8}),
-    batching=Batching(max_batch_size=64, max_latency_ms=200),
+    batching=Batching(max_batch_size=64, max_latency_ms=1000),
 )
 
 KOBE_SEASONS = tuple(f"{y}-{(y + 1) % 100:02d}" for y in range(1996, 2016))
@@ -240,7 +240,7 @@ KOBE = ModelSpec(
     # The seed logistic regression reached log loss 0.675; the bar is a clear win.
     gate=Gate(minimum={"roc_auc": 0.71}, maximum={"log_loss": 0.61}),
     quick_gate=Gate(minimum={"roc_auc": 0.6}),
-    batching=Batching(max_batch_size=64, max_latency_ms=200),
+    batching=Batching(max_batch_size=64, max_latency_ms=1000),
 )
 
 MALARIA = ModelSpec(
@@ -251,7 +251,7 @@ MALARIA = ModelSpec(
     image=ImageInput(height=50, width=50, color_mode="L", scale=1.0 / 255.0),
     gate=Gate(minimum={"accuracy": 0.95}),
     quick_gate=Gate(minimum={"accuracy": 0.75}),
-    batching=Batching(max_batch_size=32, max_latency_ms=500),
+    batching=Batching(max_batch_size=32, max_latency_ms=2000),
     max_records_per_call=64,
 )
 

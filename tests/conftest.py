@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.servers import Server
 
 _SESSION_ROOT: Path | None = None
 
@@ -64,3 +67,14 @@ def malaria_image_paths(settings) -> dict[str, list[Path]]:
     """A few real cell images of each class."""
     root = settings.data_dir / "malaria" / "cell_images"
     return {c: sorted((root / c).glob("*.png"))[:40] for c in ("Parasitized", "Uninfected")}
+
+
+@pytest.fixture(scope="session")
+def server(quick_models) -> Iterator[Server]:
+    """The service over the session's quick models on a free port, ready (every model warmed up)."""
+    server = Server()
+    try:
+        server.wait("/readyz")
+        yield server
+    finally:
+        server.stop()

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from tests.service.conftest import Server
+from tests.servers import Server
 
 pytestmark = pytest.mark.slow
 

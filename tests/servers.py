@@ -1,4 +1,4 @@
-"""A real `bentoml serve` process over the models trained (quick) in this test session."""
+"""A real `bentoml serve` process, started and stopped by tests."""
 
 from __future__ import annotations
 
@@ -7,13 +7,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
-PROJECT = Path(__file__).resolve().parents[2]
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -54,14 +52,3 @@ class Server:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
-
-
-@pytest.fixture(scope="session")
-def server(quick_models) -> Iterator[Server]:
-    """The service on a free port, ready (every model loaded and warmed up)."""
-    server = Server()
-    try:
-        server.wait("/readyz")
-        yield server
-    finally:
-        server.stop()

@@ -1,0 +1,37 @@
+"""A short, bounded locust run against the real server: any failed request fails it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def test_smoke_load_has_no_errors(server, settings, tmp_path):
+    locust = Path(sys.executable).with_name("locust")
+    prefix = tmp_path / "smoke"
+    done = subprocess.run(
+        [str(locust), "-f", "loadtests/locustfile.py", "--config", "loadtests/locust.conf", "--host", server.url,
+         "--users", "8", "--spawn-rate", "8", "--run-time", "20s", "--csv", str(prefix),
+         "--html", str(tmp_path / "report.html")],
+        cwd=PROJECT, capture_output=True, text=True, timeout=120,
+        # Locust shares the 2 cores with the server here: the latency bounds are for a quiet machine.
+        env={**os.environ, "DATA_DIR": str(settings.data_dir), "LOADTEST_P99_SCALE": "10"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with open(f"{prefix}_stats.csv") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    total = rows["Aggregated"]
+    assert int(total["Request Count"]) > 100
+    assert int(total["Failure Count"]) == 0
+    for endpoint in ("/iris", "/kobe", "/malaria", "/digits/pixels", "/models", "/v2/models/iris/infer"):
+        assert int(rows[endpoint]["Request Count"]) > 0, endpoint
+    assert (tmp_path / "report.html").stat().st_size > 10_000
