@@ -6,6 +6,7 @@ model's critical section) -> the model's batcher -> label the probabilities.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -111,6 +112,10 @@ class ModelServing:
                 warm_up(model)
                 batchers[name] = ModelBatcher(model, self._observe_batch, enabled=ADAPTIVE_BATCHING)
                 logger.info("loaded %s", model.tag)
+            # Move everything loaded so far out of the collector's sight: full collections
+            # then walk only per-request objects, not the models' object graphs.
+            gc.collect()
+            gc.freeze()
             self.batchers = batchers
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
             self._load_error = f"{type(exc).__name__}: {exc}"
