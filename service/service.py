@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
@@ -90,6 +91,10 @@ class ModelServing:
                                          ["model"], buckets=buckets)
         self._batch_rows = Histogram("model_batch_rows", "rows (records or images) in one model call",
                                      ["model"], buckets=buckets)
+        self._gc_pauses = Histogram("python_gc_pause_seconds", "garbage collection pauses of the worker",
+                                    ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+        gc.callbacks.append(self._time_gc)
+        self._gc_started = 0.0
         from threadpoolctl import threadpool_limits
 
         # sklearn batches are small: OpenMP/BLAS threads only spin against each other and
@@ -120,6 +125,12 @@ class ModelServing:
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
             self._load_error = f"{type(exc).__name__}: {exc}"
             logger.exception("loading the models failed")
+
+    def _time_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self._gc_pauses.labels(generation=str(info["generation"])).observe(time.perf_counter() - self._gc_started)
 
     def _observe_batch(self, model: str, requests: int, rows: int) -> None:
         self._batch_requests.labels(model=model).observe(requests)
