@@ -37,7 +37,7 @@ def local_server(env: dict[str, str] | None = None, log: Path | None = None,
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"the server exited with {process.returncode}")
-            with contextlib.suppress(requests.ConnectionError):
+            with contextlib.suppress(requests.RequestException):
                 if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
                     break
             if time.monotonic() > deadline:
