@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,6 +13,8 @@ from starlette.responses import JSONResponse
 
 from service.batching import Overloaded
 from service.preprocessing import InvalidInput
+
+logger = logging.getLogger("bentoml.service.model_serving")
 
 
 class ModelsNotReady(Exception):
@@ -109,3 +112,52 @@ async def _send_json(send: Callable, status: int, message: str) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
+
+
+def fix_bentoml_timeout_timers() -> None:
+    """Cancel BentoML's per-request timeout timer when the request ends.
+
+    BentoML 1.4.39's TimeoutMiddleware schedules `loop.call_later(timeout, ...)` for every
+    request and never cancels it, so each request leaves a live timer, future and context
+    behind for `traffic.timeout` seconds: at 1,700 requests/s and a 30 s timeout, about
+    150k objects that every full garbage collection walks (measured: full-GC pauses grew
+    to 100 ms and p99 followed). This is the same middleware with the timer cancelled.
+    """
+    import asyncio
+
+    import bentoml
+    from bentoml._internal.server.http import traffic
+
+    if bentoml.__version__ != "1.4.39":  # checked against this version's source only
+        logger.warning("not patching BentoML %s's TimeoutMiddleware (written for 1.4.39)", bentoml.__version__)
+        return
+    original = traffic.TimeoutMiddleware.__call__
+
+    async def call(self: Any, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        timer = loop.call_later(self.timeout, self._set_timer_out, waiter)
+
+        async def _send(message: dict) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+        # An app that fails before sending anything must not wait out the timeout.
+        task.add_done_callback(lambda _: waiter.done() or waiter.set_result(None))
+        try:
+            await waiter
+        except TimeoutError:
+            if task.cancel():
+                await error_response(504, f"Not able to process the request in {self.timeout} seconds")(
+                    scope, receive, send)
+        else:
+            await task
+        finally:
+            timer.cancel()
+
+    call.__wrapped__ = original  # type: ignore[attr-defined]
+    traffic.TimeoutMiddleware.__call__ = call  # type: ignore[method-assign]

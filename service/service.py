@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse
 
 from service import v2
 from service.batching import ModelBatcher, Overloaded
-from service.http import ModelsNotReady, RequestGuard, client_errors
+from service.http import ModelsNotReady, RequestGuard, client_errors, fix_bentoml_timeout_timers
 from service.preprocessing import decode_base64, images_to_rows
 from service.runtime import ServedModel, cpu_count, load, warm_up
 from service.schemas import (
@@ -64,6 +64,7 @@ def model_tag(name: str) -> str:
 
 
 info_app = FastAPI(title="model metadata")
+fix_bentoml_timeout_timers()  # before the server builds its middleware stack
 
 
 @bentoml.asgi_app(info_app, path="/")
