@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import numpy as np
-from bentoml._internal.marshal.dispatcher import CorkDispatcher
+from bentoml._internal.marshal.dispatcher import CorkDispatcher, Optimizer
 from bentoml.exceptions import ServiceUnavailable
 
 from service.runtime import ServedModel
@@ -25,6 +25,20 @@ class Overloaded(ServiceUnavailable):
 
 def _shed() -> Any:
     raise Overloaded("the server is overloaded; retry later")
+
+
+class BoundedWaitOptimizer(Optimizer):
+    """BentoML's latency model, with the learned wait capped at one single-row model call.
+
+    The dispatcher holds a request back while n * (its wait + a) <= the average past
+    wait. That average feeds on itself: after a burst at concurrency 32 it stayed near
+    13 ms, and every later request at concurrency 1 waited for company that never came
+    (80 requests/s, p50 13 ms). Waiting longer than one model call does not pay anyway.
+    """
+
+    def trigger_refresh(self) -> None:
+        super().trigger_refresh()
+        self.wait = min(self.wait, self.o_a + self.o_b)
 
 
 class ModelBatcher:
@@ -45,6 +59,7 @@ class ModelBatcher:
                 max_latency_in_ms=batching.max_latency_ms, max_batch_size=batching.max_batch_size,
                 fallback=_shed, get_batch_size=len,
             )
+            dispatcher.optimizer = BoundedWaitOptimizer(dispatcher.max_latency)
             self._dispatch = dispatcher(self._run_batch)
         return await self._dispatch(rows)
 
