@@ -406,12 +406,13 @@ def main() -> int:
         "command": f"BENTOML_HOME={os.environ['BENTOML_HOME']} {shlex.join([sys.executable, *sys.argv])}",
         "servers": {}, "errors": [], "model_tag": model_tag(),
         "versions_main": versions(Path(sys.executable), ["bentoml", "fastapi", "uvicorn", "starlette", "pydantic",
-                                                         "scikit-learn", "pandas", "numpy", "uvloop"]),
+                                                         "scikit-learn", "pandas", "numpy", "uvloop",
+                                                         "httptools"]),
     }
     if any(v.server == "mlserver" for v in variants):
         info["versions_mlserver"] = versions(args.mlserver_venv / "bin" / "python",
-                                             ["mlserver", "mlserver-sklearn", "scikit-learn", "uvloop", "fastapi",
-                                              "uvicorn", "numpy", "pandas"])
+                                             ["mlserver", "mlserver-sklearn", "scikit-learn", "uvloop", "httptools",
+                                              "fastapi", "uvicorn", "numpy", "pandas"])
         export_for_mlserver(args)
     rows: list[dict[str, Any]] = []
     samples: dict[str, list[float]] = {}
