@@ -120,6 +120,8 @@ def write(samples: list[dict], out: Path) -> None:
     fig, (memory, latency) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     memory.plot(minutes, [s["rss_mb"] for s in samples], "-o")
     memory.set_ylabel("server RSS (MB)")
+    rss = [s["rss_mb"] for s in samples]
+    memory.set_ylim(0.9 * min(rss), 1.1 * max(rss))  # show growth at its true scale
     memory.set_title("soak: /iris, one connection")
     latency.plot(minutes, [s["p50_ms"] for s in samples], "-o", label="p50")
     latency.plot(minutes, [s["p99_ms"] for s in samples], "-s", label="p99")
