@@ -58,8 +58,17 @@ def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
                            _keras_predictor(stored.path_of(KERAS_MODEL_FILE), spec, threads), "keras")
     import bentoml
 
+    import sklearn
+
     model = bentoml.sklearn.load_model(stored)
-    return ServedModel(spec, str(stored.tag), metadata, model.predict_proba, "sklearn")
+
+    def predict(rows: Any) -> np.ndarray:
+        # Inputs were validated already: skip sklearn's finiteness and parameter checks
+        # (kobe, 16 rows: 11.7 -> 9.5 ms a call). Thread-local, so set per call.
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return model.predict_proba(rows)
+
+    return ServedModel(spec, str(stored.tag), metadata, predict, "sklearn")
 
 
 def _keras_predictor(path: str, spec: ModelSpec, threads: int) -> Callable[[np.ndarray], np.ndarray]:
