@@ -57,7 +57,6 @@ def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
         return ServedModel(spec, str(stored.tag), metadata,
                            _keras_predictor(stored.path_of(KERAS_MODEL_FILE), spec, threads), "keras")
     import bentoml
-
     import sklearn
 
     model = bentoml.sklearn.load_model(stored)
