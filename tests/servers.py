@@ -26,10 +26,16 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(os.environ["STATE_DIR"]) / f"serve-{self.port}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        # `bentoml serve` empties BENTOML_HOME/prometheus_multiproc_dir at start, which
+        # would wipe another running server's metrics: each server gets its own home,
+        # sharing the session's model store.
+        home = Path(os.environ["STATE_DIR"]) / f"bentoml-home-{self.port}"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models")
         bentoml = Path(sys.executable).with_name("bentoml")
         self.process = subprocess.Popen(
             [str(bentoml), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=PROJECT, env={**os.environ, **(env or {})},
+            cwd=PROJECT, env={**os.environ, "BENTOML_HOME": str(home), **(env or {})},
             stdout=self.log.open("w"), stderr=subprocess.STDOUT,
         )
 
