@@ -6,6 +6,7 @@ model's critical section) -> the model's batcher -> label the probabilities.
 
 from __future__ import annotations
 
+import collections
 import gc
 import json
 import logging
@@ -94,6 +95,9 @@ class ModelServing:
                                      ["model"], buckets=buckets)
         self._gc_pauses = Histogram("python_gc_pause_seconds", "garbage collection pauses of the worker",
                                     ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+        # The GC callback only appends to a deque: it may run while prometheus_client holds
+        # its (non-reentrant) lock, so observing there could deadlock the worker.
+        self._gc_pending: collections.deque[tuple[int, float]] = collections.deque(maxlen=10_000)
         gc.callbacks.append(self._time_gc)
         self._gc_started = 0.0
         from threadpoolctl import threadpool_limits
@@ -131,9 +135,15 @@ class ModelServing:
         if phase == "start":
             self._gc_started = time.perf_counter()
         else:
-            self._gc_pauses.labels(generation=str(info["generation"])).observe(time.perf_counter() - self._gc_started)
+            self._gc_pending.append((info["generation"], time.perf_counter() - self._gc_started))
 
     def _observe_batch(self, model: str, requests: int, rows: int) -> None:
+        while True:  # batches of several models run in parallel threads
+            try:
+                generation, seconds = self._gc_pending.popleft()
+            except IndexError:
+                break
+            self._gc_pauses.labels(generation=str(generation)).observe(seconds)
         self._batch_requests.labels(model=model).observe(requests)
         self._batch_rows.labels(model=model).observe(rows)
 
