@@ -48,8 +48,8 @@ def describe(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'record'}: {e['msg']}" for e in error.errors())
 
 
-def validated_frame(records: Iterable[Mapping[str, Any]], spec: ModelSpec) -> pd.DataFrame:
-    """Records checked by the same pydantic model as the endpoint -> the model's frame.
+def validated_records(records: Iterable[Mapping[str, Any]], spec: ModelSpec) -> list[dict[str, Any]]:
+    """Records checked by the same pydantic model as the typed endpoint.
 
     Raises InvalidInput naming the record and field of the first problem.
     """
@@ -60,7 +60,12 @@ def validated_frame(records: Iterable[Mapping[str, Any]], spec: ModelSpec) -> pd
             rows.append(model.model_validate(record).model_dump())
         except ValidationError as exc:
             raise InvalidInput(f"record {index}: {describe(exc)}") from None
-    return typed_frame(pd.DataFrame.from_records(rows, columns=spec.feature_names), spec)
+    return rows
+
+
+def validated_frame(records: Iterable[Mapping[str, Any]], spec: ModelSpec) -> pd.DataFrame:
+    """Validated records as the model's typed frame."""
+    return typed_frame(pd.DataFrame.from_records(validated_records(records, spec), columns=spec.feature_names), spec)
 
 Pixels = Annotated[list[Annotated[float, Field(ge=0, le=16, allow_inf_nan=False)]],
                    Field(min_length=64, max_length=64, description="8x8 pixels row by row, 0 (blank) to 16 (ink)")]

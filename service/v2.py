@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from service.preprocessing import InvalidInput, decode_base64, images_to_rows
-from service.schemas import RECORD_MODELS, describe
+from service.schemas import validated_records
 from service.specs import CategoricalFeature, ModelSpec
 
 NUMERIC_TYPES = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
@@ -170,14 +169,10 @@ def _records(spec: ModelSpec, tensors: dict[str, tuple[str, list[int], list[Any]
 
 
 def _validated(records: list[dict[str, Any]], spec: ModelSpec) -> list[dict[str, Any]]:
-    model = RECORD_MODELS[spec.name]
-    clean = []
-    for index, record in enumerate(records):
-        try:
-            clean.append(model.model_validate(record).model_dump())
-        except ValidationError as exc:
-            raise ProtocolError(400, f"row {index}: {describe(exc)}") from None
-    return clean
+    try:
+        return validated_records(records, spec)
+    except InvalidInput as exc:
+        raise ProtocolError(400, str(exc)) from None
 
 
 def _image_rows(spec: ModelSpec, tensors: dict[str, tuple[str, list[int], list[Any]]]) -> np.ndarray:
