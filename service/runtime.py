@@ -15,15 +15,22 @@ from service.preprocessing import typed_frame
 from service.specs import KERAS_MODEL_FILE, ModelSpec
 
 
-def cpu_count() -> int:
-    """CPUs this process may use: the cgroup quota (containers) or the affinity mask."""
+def cpu_count(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: the container's CPU limit (cgroup v2 or v1), else the
+    affinity mask. A fractional limit rounds down, to at least one."""
     available = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            available = min(available, max(1, int(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
+    for quota_file, period_file in ((cgroup / "cpu.max", None),  # v2: "quota period"
+                                    (cgroup / "cpu" / "cpu.cfs_quota_us", cgroup / "cpu" / "cpu.cfs_period_us")):
+        try:
+            if period_file is None:
+                quota, period = quota_file.read_text().split()
+            else:
+                quota, period = quota_file.read_text().strip(), period_file.read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if quota not in ("max", "-1"):
+            return min(available, max(1, int(quota) // int(period)))
+        return available
     return available
 
 

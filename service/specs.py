@@ -102,6 +102,9 @@ class ModelSpec:
     features: tuple[Feature, ...] = ()
     image: ImageInput | None = None
     max_records_per_call: int = 1000
+    preprocessing_version: int = 1
+    """Raise it when the saved model's input step changes: stored models then fail the
+    fingerprint check (the service refuses them, `--only-missing` retrains them)."""
 
     @property
     def feature_names(self) -> list[str]:
@@ -121,6 +124,7 @@ class ModelSpec:
             "name": self.name,
             "task": self.task,
             "class_names": list(self.class_names),
+            "preprocessing_version": self.preprocessing_version,
             "features": [{"kind": type(f).__name__, **_listed(asdict(f))} for f in self.features],
         }
         if self.image is not None:  # BentoML metadata cannot hold None
@@ -190,6 +194,7 @@ KOBE = ModelSpec(
         "the moment of the shot (Kaggle 'Kobe Bryant Shot Selection' columns)."
     ),
     class_names=("missed", "made"),
+    preprocessing_version=2,  # 2: kobe_model_matrix replaced a ColumnTransformer
     features=(
         CategoricalFeature("action_type", (
             "Alley Oop Dunk Shot", "Alley Oop Layup shot", "Cutting Finger Roll Layup Shot",

@@ -16,16 +16,15 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
 from sklearn.calibration import CalibratedClassifierCV
-from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
-from service.preprocessing import KOBE_DERIVED_FEATURES, kobe_shot_context
+from service.preprocessing import KOBE_CATEGORY_CODES, kobe_model_matrix
 from service.specs import DIGITS, IRIS, KERAS_MODEL_FILE, KOBE, MALARIA, ModelSpec
 from training import datasets
 from training.datasets import Dataset
@@ -145,23 +144,12 @@ class KobeTrainer(SklearnTrainer):
         return datasets.subsample(data, 1000, settings.seed) if quick else data
 
     def candidates(self, quick: bool, seed: int) -> list[BaseEstimator]:
-        # matchup is an input only to derive "home"; the other categories are encoded
-        # with the spec's value lists, so serving's allowed values are the model's.
-        categorical = [f for f in self.spec.categorical_features if f.name != "matchup"]
-        numeric = [f.name for f in self.spec.numeric_features] + list(KOBE_DERIVED_FEATURES)
-        encode = ColumnTransformer(
-            [("categories", OrdinalEncoder(categories=[list(f.categories) for f in categorical],
-                                           handle_unknown="use_encoded_value", unknown_value=-1),
-              [f.name for f in categorical]),
-             ("numbers", "passthrough", numeric)],
-            verbose_feature_names_out=False,
-        )
         grid = [(0.05, 15)] if quick else [(0.05, 15), (0.03, 31), (0.1, 7)]
         return [
-            Pipeline([("context", FunctionTransformer(kobe_shot_context)), ("encode", encode),
+            Pipeline([("features", FunctionTransformer(kobe_model_matrix)),
                       ("boost", HistGradientBoostingClassifier(
                           learning_rate=rate, max_leaf_nodes=leaves, max_iter=400, l2_regularization=1.0,
-                          categorical_features=list(range(len(categorical))), early_stopping=True,
+                          categorical_features=list(range(len(KOBE_CATEGORY_CODES))), early_stopping=True,
                           validation_fraction=0.1, random_state=seed))])
             for rate, leaves in grid
         ]

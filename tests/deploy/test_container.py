@@ -175,7 +175,10 @@ class Container:
         (container,) = pod["containers"]
         volumes = {v["name"]: v for v in pod["volumes"]}
         env = {**configmap_env(), **{e["name"]: e["value"] for e in container["env"]}, "PORT": str(self.port)}
+        self.probes = {kind: container[kind] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+        limits = container["resources"]["limits"]
         args = ["run", "-d", "--name", self.name, "--network", "host",
+                "--cpus", str(limits["cpu"]), "--memory", limits["memory"].replace("Gi", "g").replace("Mi", "m"),
                 "--user", f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}",
                 "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
         for mount in container["volumeMounts"]:  # emptyDir volumes -> tmpfs of the same size
@@ -199,11 +202,15 @@ class Container:
         return done.stdout + done.stderr
 
     def wait_ready(self, timeout: float = 600) -> float:
+        """Seconds from `docker run` to /readyz 200; also records when /livez first answered."""
         deadline = time.monotonic() + timeout
+        self.live_seconds: float | None = None
         while time.monotonic() < deadline:
             if not self.state()["Running"]:
                 raise AssertionError(f"container exited: {self.state()}\n{self.logs()}")
             try:
+                if self.live_seconds is None and requests.get(self.url + "/livez", timeout=2).status_code == 200:
+                    self.live_seconds = time.monotonic() - self.started
                 if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
                     return time.monotonic() - self.started
             except requests.RequestException:
@@ -220,10 +227,27 @@ def container(docker, image, metrics):
     running = Container(docker, image)
     try:
         metrics["ready_seconds"] = round(running.wait_ready(), 1)
+        metrics["live_seconds"] = round(running.live_seconds or 0, 1)
         metrics["container_create_seconds"] = round(running.create_seconds, 1)
         yield running
     finally:
         running.remove()
+
+
+def test_the_deployments_probes_pass_on_the_running_image(container, metrics):
+    """The kubelet's view: every probe of k8s/deployment.yaml, its path and its timeout."""
+    startup = container.probes["startupProbe"]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert container.live_seconds is not None and container.live_seconds < budget, (
+        f"/livez first answered after {container.live_seconds} s; the startup probe gives up after {budget} s")
+    assert metrics["ready_seconds"] < budget, "not ready within the startup probe's budget"
+    for kind, probe in container.probes.items():
+        timeout = probe.get("timeoutSeconds", 1)  # the kubelet's default
+        for _ in range(probe.get("failureThreshold", 3)):  # as many tries as the kubelet allows
+            started = time.monotonic()
+            response = requests.get(container.url + probe["httpGet"]["path"], timeout=timeout)
+            assert 200 <= response.status_code < 400, f"{kind} {probe['httpGet']['path']}: {response.status_code}"
+            assert time.monotonic() - started < timeout
 
 
 def test_image_holds_the_pinned_stack(docker, container):

@@ -23,6 +23,22 @@ def test_quick_run_prints_a_summary_and_only_missing_skips_it(settings):
     assert "nothing to train" in again.stderr
 
 
+def test_only_missing_retrains_a_model_trained_under_an_older_spec(tmp_path):
+    """A stored model the service would refuse (stale spec fingerprint) counts as missing."""
+    store = {"BENTOML_HOME": str(tmp_path / "bentoml")}
+    stale = ("import bentoml; from sklearn.datasets import load_iris; "
+             "from sklearn.linear_model import LogisticRegression; "
+             "bentoml.sklearn.save_model('iris', LogisticRegression().fit(*load_iris(return_X_y=True)), "
+             "metadata={'spec_fingerprint': 'older'})")
+    subprocess.run([sys.executable, "-c", stale], check=True, env={**os.environ, **store}, timeout=120)
+    done = run_cli("iris", "--quick", "--only-missing", env=store)
+    assert done.returncode == 0, done.stderr
+    assert "nothing to train" not in done.stderr
+    assert "iris" in done.stdout and "pass" in done.stdout
+    again = run_cli("iris", "--quick", "--only-missing", env=store)
+    assert "nothing to train" in again.stderr
+
+
 def test_missing_data_file_fails_with_a_clear_message(tmp_path):
     # An empty data folder: the download is attempted and (offline) fails, or succeeds
     # on a machine with network; either way the command must say what it did.

@@ -7,10 +7,12 @@ import pytest
 from PIL import Image
 
 from service.preprocessing import (
+    KOBE_CATEGORY_CODES,
     InvalidInput,
     decode_image,
     encoded_image_to_array,
     image_to_array,
+    kobe_model_matrix,
     kobe_shot_context,
 )
 from service.schemas import validated_frame
@@ -147,6 +149,26 @@ def test_kobe_shot_context_derives_home_angle_and_clock(settings):
     derived = kobe_shot_context(validated_frame(rows.to_dict("records"), KOBE))
     assert (derived["home"] == rows["matchup"].str.contains("vs.").astype(int).to_numpy()).all()
     clock = rows["minutes_remaining"] * 60 + rows["seconds_remaining"]
-    assert (derived["clock"].to_numpy() == clock.to_numpy()).all()
-    straight = derived[rows["loc_x"].to_numpy() == 0]
-    assert (straight["angle"] == 0).all()
+    assert (derived["clock"] == clock.to_numpy()).all()
+    assert (derived["angle"][rows["loc_x"].to_numpy() == 0] == 0).all()
+    assert (derived["angle"][rows["loc_x"].to_numpy() > 0] > 0).all()
+
+
+def test_kobe_model_matrix_codes_categories_by_their_position_in_the_spec(settings):
+    import pandas as pd
+    from sklearn.preprocessing import OrdinalEncoder
+
+    rows = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_dev.parquet").head(300)
+    frame = validated_frame(rows.to_dict("records"), KOBE)
+    frame.loc[frame.index[0], "action_type"] = "a shot no one has seen"  # unknown: -1 ("missing")
+    matrix = kobe_model_matrix(frame)
+    categorical = list(KOBE_CATEGORY_CODES)
+    numeric = [f.name for f in KOBE.numeric_features]
+    assert matrix.shape == (len(frame), len(categorical) + len(numeric) + 3)
+    lists = {f.name: list(f.categories) for f in KOBE.categorical_features}
+    reference = OrdinalEncoder(categories=[lists[name] for name in categorical],
+                               handle_unknown="use_encoded_value", unknown_value=-1)
+    np.testing.assert_array_equal(matrix[:, :len(categorical)], reference.fit_transform(frame[categorical]))
+    assert matrix[0, 0] == -1
+    np.testing.assert_array_equal(matrix[:, len(categorical):-3], frame[numeric].to_numpy(np.float64))
+    assert "matchup" not in categorical  # only its home/away fact is an input
