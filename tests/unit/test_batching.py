@@ -1,0 +1,128 @@
+"""The batcher with a real (small) model: batches form while the model is busy, run one
+at a time on the model's thread, each caller gets its own rows back, overload sheds."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+from service.batching import ModelBatcher, Overloaded
+from service.runtime import ServedModel
+from service.specs import IRIS
+
+X, Y = load_iris(return_X_y=True)
+CLASSIFIER = LogisticRegression(max_iter=500).fit(X, Y)
+
+
+class SlowModel:
+    """The iris classifier taking `seconds` a call, recording what ran and when."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls: list[tuple[int, str]] = []  # (rows, thread)
+        self.running = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.running -= 1
+            self.calls.append((len(rows), threading.current_thread().name))
+        return CLASSIFIER.predict_proba(rows)
+
+
+def batcher(model: SlowModel, observed: list[tuple[int, int]]) -> ModelBatcher:
+    served = ServedModel(IRIS, "iris:test", {}, model, "sklearn")
+    served.combine = lambda parts: np.concatenate(parts)  # type: ignore[method-assign]  # arrays, not records
+    return ModelBatcher(served, lambda name, requests, rows: observed.append((requests, rows)))
+
+
+async def call_many(batcher: ModelBatcher, rows: list[np.ndarray], spacing: float = 0.0) -> list:
+    async def one(i: int):
+        await asyncio.sleep(i * spacing)
+        try:
+            return await batcher.predict(rows[i])
+        except Overloaded as exc:
+            return exc
+
+    return await asyncio.gather(*(one(i) for i in range(len(rows))))
+
+
+def test_requests_arriving_while_the_model_is_busy_share_a_call_and_get_their_own_rows():
+    model, observed = SlowModel(0.05), []
+    rows = [X[i: i + 1 + i % 3] for i in range(0, 120, 4)]  # 30 requests of 1-3 rows
+    results = asyncio.run(call_many(batcher(model, observed), rows, spacing=0.002))
+    for part, probabilities in zip(rows, results, strict=True):
+        np.testing.assert_allclose(probabilities, CLASSIFIER.predict_proba(part))
+    assert sum(r for r, _ in model.calls) == sum(len(p) for p in rows)
+    assert len(model.calls) < len(rows) / 2, f"too few merged: {model.calls}"
+    assert max(requests for requests, _ in observed) > 3
+    assert model.most_at_once == 1, "two batches ran on the model at once"
+    assert {thread for _, thread in model.calls} == {"model-iris_0"}
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    model, observed = SlowModel(0.0), []
+    loaded = batcher(model, observed)
+
+    async def sequential() -> list[float]:
+        times = []
+        for i in range(30):
+            started = time.perf_counter()
+            await loaded.predict(X[i: i + 1])
+            times.append(time.perf_counter() - started)
+        return times
+
+    times = asyncio.run(sequential())
+    assert all(requests == 1 for requests, _ in observed)
+    assert np.median(times) < 0.02, f"a request at concurrency 1 waited {np.median(times) * 1000:.0f} ms"
+
+
+def test_overload_is_shed_with_a_503_not_queued_forever():
+    from dataclasses import replace
+
+    model, observed = SlowModel(0.06), []
+    loaded = batcher(model, observed)
+    loaded.model = ServedModel(replace(IRIS, batching=replace(IRIS.batching, max_latency_ms=100, max_batch_size=4)),
+                               "iris:test", {}, model, "sklearn")
+    loaded.model.combine = lambda parts: np.concatenate(parts)  # type: ignore[method-assign]
+    results = asyncio.run(call_many(loaded, [X[i: i + 1] for i in range(60)]))
+    shed = [r for r in results if isinstance(r, Overloaded)]
+    served = [r for r in results if not isinstance(r, Overloaded)]
+    assert shed, "60 requests for a 4-row, 60 ms model with max_latency 100 ms: some must be shed"
+    assert served, "the first requests fit within max_latency"
+    assert all(isinstance(r, np.ndarray) and r.shape == (1, 3) for r in served)
+
+
+@pytest.mark.parametrize("error", [ValueError("bad rows")])
+def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs(error):
+    calls = []
+
+    def flaky(rows: np.ndarray) -> np.ndarray:
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise error
+        return CLASSIFIER.predict_proba(rows)
+
+    served = ServedModel(IRIS, "iris:test", {}, flaky, "sklearn")
+    served.combine = lambda parts: np.concatenate(parts)  # type: ignore[method-assign]
+    loaded = ModelBatcher(served, lambda *_: None)
+
+    async def run():
+        first = await asyncio.gather(loaded.predict(X[:1]), return_exceptions=True)
+        second = await loaded.predict(X[1:2])
+        return first, second
+
+    first, second = asyncio.run(run())
+    assert isinstance(first[0], ValueError)
+    np.testing.assert_allclose(second, CLASSIFIER.predict_proba(X[1:2]))
