@@ -107,12 +107,8 @@ class ModelServing:
         self._gc_pending: collections.deque[tuple[int, float]] = collections.deque(maxlen=10_000)
         gc.callbacks.append(self._time_gc)
         self._gc_started = 0.0
-        from threadpoolctl import threadpool_limits
-
-        # sklearn batches are small: OpenMP/BLAS threads only spin against each other and
-        # against TensorFlow's pool (kobe: 11 ms a call with 1 thread, 35 ms with 2 on a busy
-        # 2-core machine). TensorFlow gets every CPU of the container.
-        threadpool_limits(limits=1)
+        # TensorFlow gets every CPU of the container; sklearn models run single-threaded
+        # (service/runtime.py, one_thread_per_call).
         self.threads = cpu_count()
         self.batchers: dict[str, ModelBatcher] = {}
         self._load_error: str | None = None

@@ -27,3 +27,26 @@ def test_no_cgroup_files_and_limits_above_the_machine_give_the_affinity_mask(tmp
     assert cpu_count(tmp_path) == CPUS
     (tmp_path / "cpu.max").write_text(f"{(CPUS + 4) * 100000} 100000\n")
     assert cpu_count(tmp_path) == CPUS
+
+
+def test_sklearn_models_run_single_threaded_in_every_thread_that_calls_them(quick_models):
+    """OpenMP's thread count belongs to the calling thread: the model's own thread included."""
+    import threading
+
+    import bentoml
+    from threadpoolctl import threadpool_info
+
+    from service.runtime import load, warm_up
+    from service.specs import KOBE
+
+    model = load(KOBE, bentoml.models.get("kobe:latest"), threads=2)
+    seen: dict[str, int] = {}
+
+    def call() -> None:
+        warm_up(model)  # one real prediction
+        seen.update({info["user_api"]: info["num_threads"] for info in threadpool_info()})
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join()
+    assert seen.get("openmp") == 1, seen
