@@ -3,10 +3,10 @@
 BentoML creates its adaptive-batching dispatcher (CorkDispatcher) only for a batchable
 API's own route; JSON, multipart and (later) V2 routes of one model must share a queue,
 so each model gets one dispatcher of that class, with its latency optimizer and its 503
-load shedding. Two changes, both measured (docs/benchmarks.md, malaria at c=32): a
-finished batch hands the model straight to the next one, and each model runs on its own
-thread with the next batch already queued there. bentoml is pinned to 1.4.39, the
-version this was read from.
+load shedding. Two changes, both measured (docs/benchmarks.md): a finished batch hands
+the model straight to the requests queued behind it, and each model runs on its own
+thread, for the CNN with the next batch already formed and queued there
+(Batching.batches_in_flight). bentoml is pinned to 1.4.39, the version this was read from.
 """
 
 from __future__ import annotations
@@ -93,11 +93,6 @@ class ChainedCorkDispatcher(CorkDispatcher):
             self._sema.release()
 
 
-BATCHES_IN_FLIGHT = 2
-"""One batch computing, the next formed and waiting on the model's thread: it starts the
-moment the first ends, without a round trip through the event loop."""
-
-
 class ModelBatcher:
     def __init__(self, model: ServedModel, observe: Callable[[str, int, int], None], enabled: bool = True) -> None:
         self.model = model
@@ -116,7 +111,7 @@ class ModelBatcher:
             batching = self.model.spec.batching
             dispatcher = ChainedCorkDispatcher(
                 max_latency_in_ms=batching.max_latency_ms, max_batch_size=batching.max_batch_size,
-                fallback=_shed, get_batch_size=len, shared_sema=NonBlockSema(BATCHES_IN_FLIGHT),
+                fallback=_shed, get_batch_size=len, shared_sema=NonBlockSema(batching.batches_in_flight),
             )
             dispatcher.optimizer = BoundedWaitOptimizer(dispatcher.max_latency)
             self._dispatch = dispatcher(self._on_model_thread)

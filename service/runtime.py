@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from service.preprocessing import typed_frame
+from service.preprocessing import records_frame
 from service.specs import KERAS_MODEL_FILE, ModelSpec
 
 
@@ -48,8 +47,7 @@ class ServedModel:
     def combine(self, parts: Sequence[Any]) -> Any:
         """Many requests' rows -> one model input (the adaptive batch)."""
         if self.spec.task == "tabular":
-            rows = [row for part in parts for row in part]
-            return typed_frame(pd.DataFrame.from_records(rows, columns=self.spec.feature_names), self.spec)
+            return records_frame([row for part in parts for row in part], self.spec)
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 

@@ -88,6 +88,10 @@ class Batching:
 
     max_batch_size: int
     max_latency_ms: int
+    batches_in_flight: int = 1
+    """2: the next batch is formed while one computes and starts the moment it ends. Pays
+    for the CNN (its compute releases the GIL); sklearn models do Python work per batch
+    and gain more from the bigger batches that form while they wait (docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,7 @@ MALARIA = ModelSpec(
     image=ImageInput(height=50, width=50, color_mode="L", scale=1.0 / 255.0),
     gate=Gate(minimum={"accuracy": 0.95}),
     quick_gate=Gate(minimum={"accuracy": 0.75}),
-    batching=Batching(max_batch_size=32, max_latency_ms=2000),
+    batching=Batching(max_batch_size=32, max_latency_ms=2000, batches_in_flight=2),
     max_records_per_call=64,
 )
 

@@ -172,3 +172,19 @@ def test_kobe_model_matrix_codes_categories_by_their_position_in_the_spec(settin
     assert matrix[0, 0] == -1
     np.testing.assert_array_equal(matrix[:, len(categorical):-3], frame[numeric].to_numpy(np.float64))
     assert "matchup" not in categorical  # only its home/away fact is an input
+
+
+def test_records_frame_is_the_frame_typed_frame_gives(settings):
+    """The served batch (records_frame) and training (typed_frame) hand the model the same frame."""
+    import json
+
+    import pandas as pd
+
+    from service.preprocessing import records_frame, typed_frame
+
+    rows = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_dev.parquet").head(50)
+    records = validated_frame(json.loads(rows.to_json(orient="records")), KOBE).to_dict("records")
+    expected = typed_frame(pd.DataFrame.from_records(records, columns=KOBE.feature_names), KOBE)
+    pd.testing.assert_frame_equal(records_frame(records, KOBE), expected)
+    iris = [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]
+    assert records_frame(iris, IRIS).dtypes.tolist() == [np.float64] * 4
