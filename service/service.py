@@ -129,10 +129,19 @@ class ModelServing:
             # then walk only per-request objects, not the models' object graphs.
             gc.collect()
             gc.freeze()
+            self._record_gc_pauses()  # loading's collections, before ready (not a request's pause)
             self.batchers = batchers
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
             self._load_error = f"{type(exc).__name__}: {exc}"
             logger.exception("loading the models failed")
+
+    def _record_gc_pauses(self) -> None:
+        while True:  # batches of several models run in parallel threads
+            try:
+                generation, seconds = self._gc_pending.popleft()
+            except IndexError:
+                break
+            self._gc_pauses.labels(generation=str(generation)).observe(seconds)
 
     def _time_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -141,12 +150,7 @@ class ModelServing:
             self._gc_pending.append((info["generation"], time.perf_counter() - self._gc_started))
 
     def _observe_batch(self, model: str, requests: int, rows: int) -> None:
-        while True:  # batches of several models run in parallel threads
-            try:
-                generation, seconds = self._gc_pending.popleft()
-            except IndexError:
-                break
-            self._gc_pauses.labels(generation=str(generation)).observe(seconds)
+        self._record_gc_pauses()
         self._batch_requests.labels(model=model).observe(requests)
         self._batch_rows.labels(model=model).observe(rows)
 
