@@ -1,4 +1,4 @@
-"""Start a local `bentoml serve` for the sweep and soak commands, and read its memory."""
+"""Start a local `bentoml serve` (load tests, benchmarks and the test suite) and read its CPU and memory."""
 
 from __future__ import annotations
 
@@ -22,34 +22,65 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Server:
+    """`bentoml serve` of the project on a free port of 127.0.0.1; stop() ends it.
+
+    own_home: run with this BENTOML_HOME, whose models/ links to the store in the
+    environment's. `bentoml serve` empties BENTOML_HOME/prometheus_multiproc_dir at start,
+    which would wipe the metrics of another server running on the same home.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None, log: Path | None = None,
+                 own_home: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        environment = {**os.environ, **(env or {})}
+        if own_home is not None:
+            store = Path(environment.get("BENTOML_HOME", Path.home() / "bentoml")) / "models"
+            own_home.mkdir(parents=True, exist_ok=True)
+            (own_home / "models").symlink_to(store)
+            environment["BENTOML_HOME"] = str(own_home)
+        bentoml = Path(sys.executable).with_name("bentoml")
+        self.process = subprocess.Popen(
+            [str(bentoml), "serve", "--host", "127.0.0.1", "--port", str(self.port)], cwd=PROJECT, env=environment,
+            stdout=log.open("w") if log else subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        self.pid = self.process.pid
+
+    def wait(self, path: str = "/readyz", timeout: float = 300.0) -> None:
+        """Until GET path answers 200; fails with the log's tail if the server exits or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self._log_tail()}")
+            with contextlib.suppress(requests.RequestException):  # not listening yet, or busy starting
+                if requests.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"{path} not 200 after {timeout} s:\n{self._log_tail()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def _log_tail(self) -> str:
+        return self.log.read_text()[-3000:] if self.log and self.log.exists() else "(no log kept)"
+
+
 @contextlib.contextmanager
 def local_server(env: dict[str, str] | None = None, log: Path | None = None,
                  timeout: float = 300) -> Iterator[tuple[str, int]]:
     """(url, pid) of a ready server started from the project; stopped on exit."""
-    port = free_port()
-    bentoml = Path(sys.executable).with_name("bentoml")
-    output = log.open("w") if log else subprocess.DEVNULL
-    process = subprocess.Popen([str(bentoml), "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=PROJECT,
-                               env={**os.environ, **(env or {})}, stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    server = Server(env, log)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with {process.returncode}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("the server did not become ready")
-            time.sleep(0.2)
-        yield url, process.pid
+        server.wait("/readyz", timeout)
+        yield server.url, server.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        server.stop()
 
 
 def tree_rss_mb(pid: int) -> float:
