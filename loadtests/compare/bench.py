@@ -1,6 +1,11 @@
-"""Side-by-side HTTP benchmark of the iris endpoint: BentoML service, plain FastAPI, MLServer.
+"""Side-by-side HTTP benchmark of one endpoint: BentoML service, plain FastAPI, MLServer.
 
     BENTOML_HOME=/path/to/store /work/venv/bin/python loadtests/compare/bench.py --out results.md
+    BENTOML_HOME=... DATA_DIR=../shared/data .../bench.py --model kobe --out kobe.md
+
+--model picks the endpoint (iris, digits, kobe, malaria). MLServer serves the sklearn
+models it can take as one FP32 tensor (iris, digits); kobe's string columns and the
+Keras CNN run without it. Request bodies are built from the data at run time.
 
 Starts each server in turn on 127.0.0.1, waits until it answers, checks one response,
 warms it up, runs wrk at every concurrency, stops it, then writes a markdown table
@@ -56,9 +61,28 @@ class Variant:
 ALL_KEYS = ["bentoml-batch", "bentoml-nobatch", "fastapi", "mlserver-batch", "mlserver-nobatch"]
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    route: str
+    """The typed route, the same on the service and the FastAPI app."""
+    mlserver: bool
+    """MLServer's sklearn runtime can serve the same model from one FP32 tensor."""
+
+
+ENDPOINTS = {
+    "iris": Endpoint("/iris", True),
+    "digits": Endpoint("/digits/pixels", True),
+    "kobe": Endpoint("/kobe", False),
+    "malaria": Endpoint("/malaria/base64", False),
+}
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="markdown output; the CSV goes beside it")
+    p.add_argument("--model", default="iris", choices=sorted(ENDPOINTS), help="the endpoint (default iris)")
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", REPO / "data")),
+                   help="for the kobe and malaria request bodies (default $DATA_DIR)")
     p.add_argument("--servers", default="all",
                    help="comma list of servers (bentoml, fastapi, mlserver) or variants "
                         f"({', '.join(ALL_KEYS)}); default all")
@@ -139,8 +163,10 @@ def port_open(port: int) -> bool:
 
 # --- servers ------------------------------------------------------------------------------------
 
-def build_variants(keys: list[str], args: argparse.Namespace, base_env: dict[str, str]) -> list[Variant]:
+def build_variants(keys: list[str], args: argparse.Namespace, base_env: dict[str, str],
+                   bodies: dict[str, Path]) -> list[Variant]:
     variants = []
+    route = ENDPOINTS[args.model].route
     for key in keys:
         server, _, mode = key.partition("-")
         batching = {"batch": "on", "nobatch": "off", "": "n/a"}[mode]
@@ -150,37 +176,69 @@ def build_variants(keys: list[str], args: argparse.Namespace, base_env: dict[str
             v.command = [str(VENV_BIN / "bentoml"), "serve", "service.service:ModelServing",
                          "--host", HOST, "--port", str(v.port)]
             v.env["ADAPTIVE_BATCHING"] = batching
-            v.ready_path, v.predict_path = "/readyz", "/iris"
+            v.ready_path, v.predict_path, v.body = "/readyz", route, bodies["typed"]
         elif server == "fastapi":
             v.port = args.port_base + 1
             v.command = [sys.executable, "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(HERE),
                          "--host", HOST, "--port", str(v.port), "--workers", "1", "--no-access-log"]
-            v.ready_path, v.predict_path = "/readyz", "/iris"
+            v.ready_path, v.predict_path, v.body = "/readyz", route, bodies["typed"]
         else:
             v.port = args.port_base + 2
             v.command = [str(args.mlserver_venv / "bin" / "mlserver"), "start", str(args.work_dir / "mlserver-models")]
             # The pipeline was fitted on a DataFrame; a bare FP32 tensor makes sklearn warn
             # "X does not have valid feature names" on every call: keep that out of the log.
             v.env["PYTHONWARNINGS"] = "ignore::UserWarning"
-            v.ready_path, v.predict_path = "/v2/models/iris/ready", "/v2/models/iris/infer"
-            v.body = V2_BODY
+            v.ready_path = f"/v2/models/{args.model}/ready"
+            v.predict_path, v.body = f"/v2/models/{args.model}/infer", bodies["v2"]
         variants.append(v)
     return variants
 
 
-def model_tag() -> str:
+def model_tag(name: str) -> str:
     import bentoml
 
-    return str(bentoml.models.get("iris:latest").tag)
+    return str(bentoml.models.get(f"{name}:latest").tag)
+
+
+def request_bodies(args: argparse.Namespace) -> dict[str, Path]:
+    """One-record request bodies for the typed route and for V2, from the data."""
+    folder = args.work_dir / "bodies"
+    folder.mkdir(parents=True, exist_ok=True)
+    if args.model == "iris":
+        return {"typed": JSON_BODY, "v2": V2_BODY}
+    v2 = None
+    if args.model == "digits":
+        from sklearn.datasets import load_digits
+
+        pixels = load_digits().data[0].tolist()
+        typed = {"pixels": [pixels]}
+        v2 = {"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP32", "data": [pixels]}],
+              "outputs": [{"name": "predict_proba"}]}
+    elif args.model == "kobe":
+        import pandas as pd
+
+        row = pd.read_parquet(args.data_dir / "kobe" / "dataset_kobe_dev.parquet").head(1)
+        typed = {"records": json.loads(row.to_json(orient="records"))}  # a raw Kaggle row, every column
+    else:
+        import base64
+
+        image = sorted((args.data_dir / "malaria" / "cell_images" / "Parasitized").glob("*.png"))[0]
+        typed = {"images": [base64.b64encode(image.read_bytes()).decode()]}
+    paths = {"typed": folder / f"{args.model}.json"}
+    paths["typed"].write_text(json.dumps(typed))
+    if v2 is not None:
+        paths["v2"] = folder / f"{args.model}-v2.json"
+        paths["v2"].write_text(json.dumps(v2))
+    return paths
 
 
 def export_for_mlserver(args: argparse.Namespace) -> None:
-    """iris:latest from the BentoML store -> <work>/mlserver-models/iris/model.joblib."""
+    """NAME:latest from the BentoML store -> <work>/mlserver-models/NAME/model.joblib."""
     import bentoml
     import joblib
 
-    model = bentoml.sklearn.load_model("iris:latest")
-    folder = args.work_dir / "mlserver-models" / "iris"
+    model = bentoml.sklearn.load_model(f"{args.model}:latest")
+    folder = args.work_dir / "mlserver-models" / args.model
     folder.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, folder / "model.joblib")
 
@@ -192,11 +250,14 @@ def write_mlserver_settings(v: Variant, args: argparse.Namespace) -> None:
     settings.update(http_port=v.port, grpc_port=args.port_base + 3, metrics_port=args.port_base + 4, host=HOST)
     (root / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     model = json.loads((HERE / "mlserver" / "model-settings.json").read_text())
+    model["name"] = args.model
     if v.batching == "on":
         model.update(max_batch_size=64, max_batch_time=0.01)
     else:
         model.update(max_batch_size=0, max_batch_time=0.0)
-    (root / "iris" / "model-settings.json").write_text(json.dumps(model, indent=2) + "\n")
+    for stale in root.glob("*/model-settings.json"):  # one model per run
+        stale.unlink()
+    (root / args.model / "model-settings.json").write_text(json.dumps(model, indent=2) + "\n")
 
 
 def http(method: str, url: str, body: bytes | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -341,7 +402,8 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], info: dic
             writer.writeheader()
             writer.writerows(rows)
     lines = [
-        "# iris endpoint: BentoML vs plain FastAPI vs MLServer",
+        f"# {args.model} endpoint ({ENDPOINTS[args.model].route}): BentoML vs plain FastAPI"
+        + (" vs MLServer" if ENDPOINTS[args.model].mlserver else ""),
         "",
         f"Run {info['started']} to {info['finished']} UTC on {machine_summary()}.",
         "",
@@ -367,7 +429,7 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], info: dic
         "- **server cores / other load**: server CPU per second of the run, and the machine's busy",
         "  CPU minus the server and wrk (other work on the box; anything above ~0.1 taints the row).",
         f"- wrk: `wrk -t2 -cN -d{args.duration}s --latency --timeout {args.wrk_timeout} -s {LUA} URL`"
-        " (`-t1` at concurrency 1), body from `request.json` or `mlserver/request.json`,"
+        " (`-t1` at concurrency 1), one record (or image) per request, built by `request_bodies`,"
         f" after {args.warmup} s of warm-up at concurrency 8.",
         "",
         "## Servers",
@@ -397,14 +459,16 @@ def main() -> int:
         sys.exit("wrk is not installed (apt-get install -y wrk)")
     os.environ["BENTOML_DO_NOT_TRACK"] = "True"
     keys = select(args.servers)
+    if not ENDPOINTS[args.model].mlserver:
+        keys = [k for k in keys if not k.startswith("mlserver")]
     levels = [int(c) for c in args.concurrency.split(",")]
     (args.work_dir / "logs").mkdir(parents=True, exist_ok=True)
     base_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True"}
-    variants = build_variants(keys, args, base_env)
+    variants = build_variants(keys, args, base_env, request_bodies(args))
     info: dict[str, Any] = {
         "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
         "command": f"BENTOML_HOME={os.environ['BENTOML_HOME']} {shlex.join([sys.executable, *sys.argv])}",
-        "servers": {}, "errors": [], "model_tag": model_tag(),
+        "servers": {}, "errors": [], "model_tag": model_tag(args.model),
         "versions_main": versions(Path(sys.executable), ["bentoml", "fastapi", "uvicorn", "starlette", "pydantic",
                                                          "scikit-learn", "pandas", "numpy", "uvloop",
                                                          "httptools"]),
