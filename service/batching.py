@@ -121,7 +121,7 @@ class ModelBatcher:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._run_batch, parts)
 
     def _run_batch(self, parts: Sequence[Any]) -> list[np.ndarray]:
-        """One model call for every request in the batch; runs in a worker thread."""
+        """One model call for every request in the batch, on the model's thread (batching off: a pool thread)."""
         sizes = [len(part) for part in parts]
         self._observe(self.model.spec.name, len(parts), sum(sizes))
         probabilities = self.model.predict_proba(self.model.combine(parts))
