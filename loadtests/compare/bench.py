@@ -4,8 +4,10 @@
     BENTOML_HOME=... DATA_DIR=../shared/data .../bench.py --model kobe --out kobe.md
 
 --model picks the endpoint (iris, digits, kobe, malaria). MLServer serves the sklearn
-models it can take as one FP32 tensor (iris, digits); kobe's string columns and the
-Keras CNN run without it. Request bodies are built from the data at run time.
+models: iris and digits from one FP32 tensor, kobe from one tensor per column decoded to
+a DataFrame (content type "pd"; its pipeline imports service.preprocessing, so MLServer
+runs with the project on PYTHONPATH and needs pillow in its venv). The Keras CNN runs
+without MLServer. Request bodies are built from the data at run time.
 
 Starts each server in turn on 127.0.0.1, waits until it answers, checks one response,
 warms it up, runs wrk at every concurrency, stops it, then writes a markdown table
@@ -72,7 +74,7 @@ class Endpoint:
 ENDPOINTS = {
     "iris": Endpoint("/iris", True),
     "digits": Endpoint("/digits/pixels", True),
-    "kobe": Endpoint("/kobe", False),
+    "kobe": Endpoint("/kobe", True),
     "malaria": Endpoint("/malaria/base64", False),
 }
 
@@ -188,6 +190,7 @@ def build_variants(keys: list[str], args: argparse.Namespace, base_env: dict[str
             # The pipeline was fitted on a DataFrame; a bare FP32 tensor makes sklearn warn
             # "X does not have valid feature names" on every call: keep that out of the log.
             v.env["PYTHONWARNINGS"] = "ignore::UserWarning"
+            v.env["PYTHONPATH"] = str(REPO)  # kobe's pipeline calls service.preprocessing
             v.ready_path = f"/v2/models/{args.model}/ready"
             v.predict_path, v.body = f"/v2/models/{args.model}/infer", bodies["v2"]
         variants.append(v)
@@ -217,8 +220,21 @@ def request_bodies(args: argparse.Namespace) -> dict[str, Path]:
     elif args.model == "kobe":
         import pandas as pd
 
+        sys.path.insert(0, str(REPO))  # the project's specs, run as a script from anywhere
+        from service.specs import KOBE, CategoricalFeature
+
         row = pd.read_parquet(args.data_dir / "kobe" / "dataset_kobe_dev.parquet").head(1)
         typed = {"records": json.loads(row.to_json(orient="records"))}  # a raw Kaggle row, every column
+        record = typed["records"][0]
+        columns = []
+        for feature in KOBE.features:  # one tensor per column, decoded by MLServer's pandas codec
+            if isinstance(feature, CategoricalFeature):
+                columns.append({"name": feature.name, "shape": [1], "datatype": "BYTES",
+                                "parameters": {"content_type": "str"}, "data": [record[feature.name]]})
+            else:
+                columns.append({"name": feature.name, "shape": [1],
+                                "datatype": "INT64" if feature.integer else "FP64", "data": [record[feature.name]]})
+        v2 = {"parameters": {"content_type": "pd"}, "inputs": columns, "outputs": [{"name": "predict_proba"}]}
     else:
         import base64
 
