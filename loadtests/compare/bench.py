@@ -203,27 +203,26 @@ def model_tag(name: str) -> str:
     return str(bentoml.models.get(f"{name}:latest").tag)
 
 
-def request_bodies(args: argparse.Namespace) -> dict[str, Path]:
-    """One-record request bodies for the typed route and for V2, from the data."""
-    folder = args.work_dir / "bodies"
+def request_bodies(model: str, data_dir: Path, folder: Path) -> dict[str, Path]:
+    """One-record request bodies for the typed route ("typed") and for V2 ("v2"), from the data."""
     folder.mkdir(parents=True, exist_ok=True)
-    if args.model == "iris":
+    if model == "iris":
         return {"typed": JSON_BODY, "v2": V2_BODY}
     v2 = None
-    if args.model == "digits":
+    if model == "digits":
         from sklearn.datasets import load_digits
 
         pixels = load_digits().data[0].tolist()
         typed = {"pixels": [pixels]}
         v2 = {"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP32", "data": [pixels]}],
               "outputs": [{"name": "predict_proba"}]}
-    elif args.model == "kobe":
+    elif model == "kobe":
         import pandas as pd
 
         sys.path.insert(0, str(REPO))  # the project's specs, run as a script from anywhere
         from service.specs import KOBE, CategoricalFeature
 
-        row = pd.read_parquet(args.data_dir / "kobe" / "dataset_kobe_dev.parquet").head(1)
+        row = pd.read_parquet(data_dir / "kobe" / "dataset_kobe_dev.parquet").head(1)
         typed = {"records": json.loads(row.to_json(orient="records"))}  # a raw Kaggle row, every column
         record = typed["records"][0]
         columns = []
@@ -238,12 +237,12 @@ def request_bodies(args: argparse.Namespace) -> dict[str, Path]:
     else:
         import base64
 
-        image = sorted((args.data_dir / "malaria" / "cell_images" / "Parasitized").glob("*.png"))[0]
+        image = sorted((data_dir / "malaria" / "cell_images" / "Parasitized").glob("*.png"))[0]
         typed = {"images": [base64.b64encode(image.read_bytes()).decode()]}
-    paths = {"typed": folder / f"{args.model}.json"}
+    paths = {"typed": folder / f"{model}.json"}
     paths["typed"].write_text(json.dumps(typed))
     if v2 is not None:
-        paths["v2"] = folder / f"{args.model}-v2.json"
+        paths["v2"] = folder / f"{model}-v2.json"
         paths["v2"].write_text(json.dumps(v2))
     return paths
 
@@ -347,15 +346,17 @@ def check_response(v: Variant) -> tuple[list[float], str]:
 
 # --- load ---------------------------------------------------------------------------------------
 
-def wrk_command(v: Variant, concurrency: int, seconds: int, timeout: str) -> list[str]:
-    threads = 1 if concurrency == 1 else 2
-    return ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "--timeout", timeout,
-            "-s", str(LUA), f"http://{HOST}:{v.port}{v.predict_path}"]
-
-
 def run_wrk(v: Variant, concurrency: int, seconds: int, timeout: str, raw: Path | None) -> dict[str, Any]:
-    env = {**os.environ, "WRK_BODY_FILE": str(v.body)}
-    cmd = wrk_command(v, concurrency, seconds, timeout)
+    return wrk(f"http://{HOST}:{v.port}{v.predict_path}", v.body, concurrency, seconds, timeout, raw)
+
+
+def wrk(url: str, body: Path, concurrency: int, seconds: int, timeout: str = "10s",
+        raw: Path | None = None) -> dict[str, Any]:
+    """POST body to url for `seconds` at `concurrency`: post.lua's WRK_RESULT (counts, latency in us)."""
+    threads = 1 if concurrency == 1 else 2
+    cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "--timeout", timeout,
+           "-s", str(LUA), url]
+    env = {**os.environ, "WRK_BODY_FILE": str(body)}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 120)
     if raw is not None:
         raw.write_text("$ " + shlex.join(cmd) + "\n" + out.stdout + out.stderr)
@@ -480,7 +481,7 @@ def main() -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     (args.work_dir / "logs").mkdir(parents=True, exist_ok=True)
     base_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True"}
-    variants = build_variants(keys, args, base_env, request_bodies(args))
+    variants = build_variants(keys, args, base_env, request_bodies(args.model, args.data_dir, args.work_dir / "bodies"))
     info: dict[str, Any] = {
         "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
         "command": f"BENTOML_HOME={os.environ['BENTOML_HOME']} {shlex.join([sys.executable, *sys.argv])}",

@@ -31,10 +31,10 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT))
 
+from loadtests.compare.bench import ENDPOINTS, request_bodies, wrk  # noqa: E402
 from loadtests.server import local_server  # noqa: E402
 
-POST_LUA = PROJECT / "loadtests" / "compare" / "post.lua"
-ROUTE = "/malaria/base64"
+ROUTE = ENDPOINTS["malaria"].route
 
 
 def parse_args() -> argparse.Namespace:
@@ -47,12 +47,10 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def wrk(url: str, body: Path, connections: int, seconds: int) -> dict:
-    env = {**os.environ, "WRK_BODY_FILE": str(body)}
-    subprocess.run(["wrk", "-t2", "-c8", "-d3s", "-s", str(POST_LUA), url], env=env, capture_output=True, check=True)
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(POST_LUA), url],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    result = json.loads(out.split("WRK_RESULT ", 1)[1])
+def measure(url: str, body: Path, connections: int, seconds: int) -> dict:
+    """3 s of warm-up at concurrency 8, then the measured run (with req/s as "rps")."""
+    wrk(url, body, 8, 3)
+    result = wrk(url, body, connections, seconds)
     result["rps"] = result["requests"] / result["duration_us"] * 1e6
     return result
 
@@ -83,10 +81,9 @@ print(MalariaTrainer().save_to_bentoml(model, {"purpose": "ceiling-benchmark"}, 
 def main() -> int:
     args = parse_args()
     source = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
-    image = sorted((args.data_dir / "malaria" / "cell_images" / "Parasitized").glob("*.png"))[0]
     work = Path(tempfile.mkdtemp(prefix="malaria-ceiling-"))
-    body = work / "body.json"
-    body.write_text(json.dumps({"images": [base64.b64encode(image.read_bytes()).decode()]}))
+    body = request_bodies("malaria", args.data_dir, work)["typed"]
+    png_bytes = len(base64.b64decode(json.loads(body.read_text())["images"][0]))
     refused = work / "refused.json"
     refused.write_text(json.dumps({"images": ["not base64 at all!" * 150]}))
     trivial_store(source, work / "trivial-store")
@@ -102,7 +99,7 @@ def main() -> int:
         for _ in range(args.repeat):  # rounds over the variants: the machine's drift hits each alike
             for label, home, env, payload in variants:
                 with local_server({"BENTOML_HOME": str(home), **env}) as (url, _pid):
-                    result = wrk(url + ROUTE, payload, args.connections, args.seconds)
+                    result = measure(url + ROUTE, payload, args.connections, args.seconds)
                 results.setdefault(label, []).append(result)
                 print(f"{label}: {result['rps']:.0f} req/s, p99 {result['p99_us'] / 1000:.1f} ms, "
                       f"non-2xx {result['non2xx']}", file=sys.stderr, flush=True)
@@ -116,7 +113,7 @@ def main() -> int:
     ceiling = mean_rps(variants[2][0])
     target = min(3 * unbatched, 0.8 * ceiling)
     lines = [
-        f"Malaria `{ROUTE}`, one {image.stat().st_size}-byte PNG per request, wrk -t2 -c{args.connections} "
+        f"Malaria `{ROUTE}`, one {png_bytes}-byte PNG per request, wrk -t2 -c{args.connections} "
         f"-d{args.seconds}s, {args.repeat} rounds, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}:",
         "",
         "| variant | req/s (each run) | p50 / p99 (ms, each run) | non-2xx |",
