@@ -8,13 +8,12 @@ import threading
 import time
 
 import numpy as np
-import pytest
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from service.batching import ModelBatcher, Overloaded
 from service.runtime import ServedModel
-from service.specs import IRIS
+from service.specs import IRIS, ModelSpec
 
 X, Y = load_iris(return_X_y=True)
 CLASSIFIER = LogisticRegression(max_iter=500).fit(X, Y)
@@ -41,10 +40,11 @@ class SlowModel:
         return CLASSIFIER.predict_proba(rows)
 
 
-def batcher(model: SlowModel, observed: list[tuple[int, int]]) -> ModelBatcher:
-    served = ServedModel(IRIS, "iris:test", {}, model, "sklearn")
+def batcher(predict, observed: list[tuple[int, int]] | None = None, spec: ModelSpec = IRIS) -> ModelBatcher:
+    served = ServedModel(spec, "iris:test", {}, predict, "sklearn")
     served.combine = lambda parts: np.concatenate(parts)  # type: ignore[method-assign]  # arrays, not records
-    return ModelBatcher(served, lambda name, requests, rows: observed.append((requests, rows)))
+    record = observed.append if observed is not None else (lambda _: None)
+    return ModelBatcher(served, lambda name, requests, rows: record((requests, rows)))
 
 
 async def call_many(batcher: ModelBatcher, rows: list[np.ndarray], spacing: float = 0.0) -> list:
@@ -91,11 +91,8 @@ def test_a_lone_request_does_not_wait_for_company():
 def test_overload_is_shed_with_a_503_not_queued_forever():
     from dataclasses import replace
 
-    model, observed = SlowModel(0.06), []
-    loaded = batcher(model, observed)
-    loaded.model = ServedModel(replace(IRIS, batching=replace(IRIS.batching, max_latency_ms=100, max_batch_size=4)),
-                               "iris:test", {}, model, "sklearn")
-    loaded.model.combine = lambda parts: np.concatenate(parts)  # type: ignore[method-assign]
+    tight = replace(IRIS, batching=replace(IRIS.batching, max_latency_ms=100, max_batch_size=4))
+    loaded = batcher(SlowModel(0.06), spec=tight)
     results = asyncio.run(call_many(loaded, [X[i: i + 1] for i in range(60)]))
     shed = [r for r in results if isinstance(r, Overloaded)]
     served = [r for r in results if not isinstance(r, Overloaded)]
@@ -104,19 +101,16 @@ def test_overload_is_shed_with_a_503_not_queued_forever():
     assert all(isinstance(r, np.ndarray) and r.shape == (1, 3) for r in served)
 
 
-@pytest.mark.parametrize("error", [ValueError("bad rows")])
-def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs(error):
+def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs():
     calls = []
 
     def flaky(rows: np.ndarray) -> np.ndarray:
         calls.append(len(rows))
         if len(calls) == 1:
-            raise error
+            raise ValueError("bad rows")
         return CLASSIFIER.predict_proba(rows)
 
-    served = ServedModel(IRIS, "iris:test", {}, flaky, "sklearn")
-    served.combine = lambda parts: np.concatenate(parts)  # type: ignore[method-assign]
-    loaded = ModelBatcher(served, lambda *_: None)
+    loaded = batcher(flaky)
 
     async def run():
         first = await asyncio.gather(loaded.predict(X[:1]), return_exceptions=True)
