@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from service.preprocessing import records_frame
-from service.specs import KERAS_MODEL_FILE, ModelSpec
+from service.specs import KERAS_MODEL_FILE, LITERT_MODEL_FILE, ModelSpec
 
 
 def cpu_count(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
@@ -42,7 +42,7 @@ class ServedModel:
     predict_proba: Callable[[Any], np.ndarray]
     """Rows in model form (DataFrame or array) -> probabilities (n, classes)."""
     framework: str
-    """"sklearn" or "keras"."""
+    """"sklearn" or "litert"."""
 
     def combine(self, parts: Sequence[Any]) -> Any:
         """Many requests' rows -> one model input (the adaptive batch)."""
@@ -59,9 +59,15 @@ def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
             f"{stored.tag} was trained for a different {spec.name} input schema "
             f"({metadata.get('spec_fingerprint')} != {spec.fingerprint()}): retrain it"
         )
-    if KERAS_MODEL_FILE in os.listdir(stored.path):
-        return ServedModel(spec, str(stored.tag), metadata,
-                           _keras_predictor(stored.path_of(KERAS_MODEL_FILE), spec, threads), "keras")
+    files = os.listdir(stored.path)
+    if LITERT_MODEL_FILE in files:
+        from service.litert import LiteRTModel
+
+        model = LiteRTModel(Path(stored.path_of(LITERT_MODEL_FILE)).read_bytes(), threads)
+        return ServedModel(spec, str(stored.tag), metadata, model, "litert")
+    if KERAS_MODEL_FILE in files:  # the fingerprint check above should have caught it
+        raise RuntimeError(f"{stored.tag} has no {LITERT_MODEL_FILE} (the service runs LiteRT, not Keras): "
+                           f"retrain it (python -m training {spec.name})")
     import bentoml
     import sklearn
 
@@ -92,29 +98,6 @@ def one_thread_per_call() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
-
-
-def _keras_predictor(path: str, spec: ModelSpec, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    """A traced tf.function over the model: ~1 ms a call, where Keras predict() costs ~50 ms."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass  # already initialised in this process (tests): keep the first settings
-    import keras
-
-    model = keras.models.load_model(path)
-    image = spec.image
-    assert image is not None
-    signature = tf.TensorSpec([None, image.height, image.width, image.channels], tf.float32)
-    call = tf.function(lambda x: model(x, training=False), input_signature=[signature])
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return call(tf.convert_to_tensor(batch, dtype=tf.float32)).numpy()
-
-    return predict
 
 
 def warm_up(model: ServedModel) -> None:

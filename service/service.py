@@ -107,8 +107,8 @@ class ModelServing:
         self._gc_pending: collections.deque[tuple[int, float]] = collections.deque(maxlen=10_000)
         gc.callbacks.append(self._time_gc)
         self._gc_started = 0.0
-        # TensorFlow gets every CPU of the container; sklearn models run single-threaded
-        # (service/runtime.py, one_thread_per_call).
+        # The CNN (LiteRT) gets every CPU of the container; sklearn models run
+        # single-threaded (service/runtime.py, one_thread_per_call).
         self.threads = cpu_count()
         self.batchers: dict[str, ModelBatcher] = {}
         self._load_error: str | None = None
@@ -339,11 +339,11 @@ def model_info(model: ServedModel) -> ModelInfo:
 
 
 def v2_metadata(model: ServedModel) -> dict[str, Any]:
-    probability_type = "FP32" if model.framework == "keras" else "FP64"
+    probability_type = "FP32" if model.framework == "litert" else "FP64"
     return {
         "name": model.spec.name,
         "versions": [model.tag.split(":")[1]],
-        "platform": "tensorflow_keras" if model.framework == "keras" else "sklearn",
+        "platform": "tensorflow_lite" if model.framework == "litert" else "sklearn",
         "inputs": [t.as_json() for t in v2.input_tensors(model.spec)],
         "outputs": [t.as_json() for t in v2.output_tensors(model.spec, probability_type)],
     }

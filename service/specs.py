@@ -15,8 +15,10 @@ from typing import Literal
 
 Task = Literal["tabular", "image"]
 
-# File name of a Keras model inside its BentoML model folder.
+# File names inside a BentoML model folder: the Keras model (the trained source of truth)
+# and the LiteRT (TFLite) conversion the service runs, without TensorFlow.
 KERAS_MODEL_FILE = "model.keras"
+LITERT_MODEL_FILE = "model.tflite"
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,7 @@ MALARIA = ModelSpec(
     description="Thin blood smear cell image: parasitized by malaria or uninfected.",
     class_names=("Parasitized", "Uninfected"),
     image=ImageInput(height=50, width=50, color_mode="L", scale=1.0 / 255.0),
+    preprocessing_version=2,  # 2: served from a LiteRT file saved beside the Keras model
     gate=Gate(minimum={"accuracy": 0.95}),
     quick_gate=Gate(minimum={"accuracy": 0.75}),
     batching=Batching(max_batch_size=32, max_latency_ms=2000, batches_in_flight=2),

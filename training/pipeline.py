@@ -18,7 +18,7 @@ from service.specs import Gate
 from training import evaluation, tracking
 from training.datasets import Dataset, take_rows
 from training.settings import Settings
-from training.trainers import TRAINERS, Trainer
+from training.trainers import TRAINERS, Export, Trainer
 
 VALID_FRACTION = 0.15
 TEST_FRACTION = 0.15
@@ -85,6 +85,9 @@ def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate |
             mlflow.log_metrics({f"{key}_{metric}": value for metric, value in values.items()})
 
         failures = gate.failures(metrics)
+        export = trainer.export(fitted.model, test) if not failures else Export()
+        failures += export.failures
+        _log_export(export)
         passed = not failures
         mlflow.set_tag("gate", "passed" if passed else "failed")
         if failures:
@@ -95,7 +98,7 @@ def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate |
         if passed:
             metadata = _bento_metadata(trainer, run.info.run_id, settings, data, metrics, extra, quick)
             labels = {"task": spec.task, "quick": str(quick).lower(), "gate": "passed"}
-            tag = str(trainer.save_to_bentoml(fitted.model, labels, metadata).tag)
+            tag = str(trainer.save_to_bentoml(fitted.model, labels, metadata | export.metadata, export).tag)
             mlflow.set_tag("bentoml_tag", tag)
 
     seconds = time.perf_counter() - started
@@ -120,6 +123,18 @@ def _evaluate(trainer: Trainer, model: Any, train: Dataset, held_out: Dataset, p
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     _say(f"[{trainer.spec.name}] {prefix}: {shown}")
     return metrics
+
+
+def _log_export(export: Export) -> None:
+    """The serving files and their parity figures, beside the model in the MLflow run."""
+    import mlflow
+
+    mlflow.log_metrics(export.metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in export.files.items():
+            (Path(tmp) / name).write_bytes(content)
+        if export.files:
+            mlflow.log_artifacts(tmp, artifact_path="serving")
 
 
 def _bento_metadata(trainer: Trainer, run_id: str, settings: Settings, data: Dataset,

@@ -7,9 +7,11 @@ training.pipeline. A fifth model is one spec in service.specs plus one trainer h
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
 from service.preprocessing import KOBE_CATEGORY_CODES, kobe_model_matrix
-from service.specs import DIGITS, IRIS, KERAS_MODEL_FILE, KOBE, MALARIA, ModelSpec
+from service.specs import DIGITS, IRIS, KERAS_MODEL_FILE, KOBE, LITERT_MODEL_FILE, MALARIA, ModelSpec
 from training import datasets
 from training.datasets import Dataset
 from training.settings import Settings
@@ -40,6 +42,18 @@ class Fitted:
     """Hyper-parameters and fit facts worth logging."""
 
 
+@dataclass
+class Export:
+    """What gets saved for serving besides the metadata, checked before anything is saved."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    """File name in the BentoML model folder -> content."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    """Why the export may not be served: the model is then not saved."""
+
+
 class Trainer(ABC):
     spec: ModelSpec
 
@@ -52,8 +66,12 @@ class Trainer(ABC):
     @abstractmethod
     def predict_proba(self, model: Any, features: Any) -> np.ndarray: ...
 
+    def export(self, model: Any, test: Dataset) -> Export:
+        """The serving form of a model that passed its gate, checked on the test split."""
+        return Export()
+
     @abstractmethod
-    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any]) -> Any:
+    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any], export: Export) -> Any:
         """Save into the BentoML store; returns the bentoml.Model."""
 
     @abstractmethod
@@ -83,9 +101,10 @@ class SklearnTrainer(Trainer):
     def predict_proba(self, model: Any, features: Any) -> np.ndarray:
         return np.asarray(model.predict_proba(features))
 
-    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any]) -> Any:
+    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any], export: Export) -> Any:
         import bentoml
 
+        assert not export.files, "sklearn models are saved by bentoml.sklearn alone"
         return bentoml.sklearn.save_model(self.spec.name, model, labels=labels, metadata=metadata)
 
     def log_to_mlflow(self, model: Any, registered_name: str | None) -> None:
@@ -227,17 +246,31 @@ class MalariaTrainer(Trainer):
                  for i in range(0, len(features), 256)]
         return np.concatenate(parts)
 
-    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any]) -> Any:
+    def export(self, model: Any, test: Dataset) -> Export:
+        """The .keras file (the source of truth) and its LiteRT conversion, which the service runs."""
+        from training import litert
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / KERAS_MODEL_FILE
+            model.save(path)
+            keras_file = path.read_bytes()
+        conversion = litert.convert(model, keras_file, test.features, self.predict_proba(model, test.features))
+        return Export(files={KERAS_MODEL_FILE: keras_file, LITERT_MODEL_FILE: conversion.content},
+                      metadata={"litert": conversion.metadata}, metrics=conversion.metrics,
+                      failures=conversion.failures)
+
+    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any], export: Export) -> Any:
         import bentoml
         import keras
 
-        # bentoml.keras is deprecated in 1.4: store the native .keras file instead.
+        # bentoml.keras is deprecated in 1.4: store the files themselves.
         with bentoml.models.create(
-            self.spec.name, labels=labels, metadata=metadata, module="keras",
-            context=bentoml.models.ModelContext(framework_name="keras",
+            self.spec.name, labels=labels, metadata=metadata, module="litert",
+            context=bentoml.models.ModelContext(framework_name="litert",
                                                 framework_versions={"keras": keras.__version__}),
         ) as bento_model:
-            model.save(bento_model.path_of(KERAS_MODEL_FILE))
+            for name, content in export.files.items():
+                Path(bento_model.path_of(name)).write_bytes(content)
         return bento_model
 
     def log_to_mlflow(self, model: Any, registered_name: str | None) -> None:

@@ -65,14 +65,19 @@ def trivial_store(source: Path, target: Path) -> None:
     metadata = yaml.safe_load((malaria / version / "model.yaml").read_text())["metadata"]
     program = """
 import json, sys
-import keras
+import keras, numpy as np
+from training.datasets import Dataset
 from training.trainers import MalariaTrainer
-spec = MalariaTrainer.spec
-model = keras.Sequential([keras.Input((spec.image.height, spec.image.width, spec.image.channels)),
+trainer = MalariaTrainer()
+image = trainer.spec.image
+model = keras.Sequential([keras.Input((image.height, image.width, image.channels)),
                           keras.layers.GlobalMaxPooling2D(), keras.layers.Dense(2, activation="softmax")])
-metadata = json.loads(sys.argv[1])
+cells = np.random.default_rng(0).random((64, image.height, image.width, image.channels), dtype=np.float32)
+export = trainer.export(model, Dataset(cells, np.zeros(64, dtype=int)))  # LiteRT, as for the real CNN
+assert not export.failures, export.failures
+metadata = json.loads(sys.argv[1]) | export.metadata
 metadata["trivial"] = True
-print(MalariaTrainer().save_to_bentoml(model, {"purpose": "ceiling-benchmark"}, metadata).tag)
+print(trainer.save_to_bentoml(model, {"purpose": "ceiling-benchmark"}, metadata, export).tag)
 """
     subprocess.run([sys.executable, "-c", program, json.dumps(metadata)], check=True, cwd=PROJECT,
                    env={**os.environ, "BENTOML_HOME": str(target)})

@@ -14,9 +14,10 @@ import pytest
 import requests
 from PIL import Image
 
+from service.litert import LiteRTModel
 from service.preprocessing import encoded_image_to_array
 from service.schemas import validated_frame
-from service.specs import DIGITS, IRIS, KERAS_MODEL_FILE, KOBE, MALARIA, SPECS
+from service.specs import DIGITS, IRIS, KOBE, LITERT_MODEL_FILE, MALARIA, SPECS
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +28,8 @@ def direct_probabilities(tag: str, rows) -> np.ndarray:
 
     stored = bentoml.models.get(tag)
     if tag.startswith("malaria:"):
-        import keras
-
-        model = keras.models.load_model(stored.path_of(KERAS_MODEL_FILE))
-        return np.asarray(model(np.asarray(rows, dtype=np.float32), training=False))
+        model = LiteRTModel(open(stored.path_of(LITERT_MODEL_FILE), "rb").read(), threads=1)
+        return model(np.asarray(rows, dtype=np.float32))
     return bentoml.sklearn.load_model(stored).predict_proba(rows)
 
 

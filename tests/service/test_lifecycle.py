@@ -77,3 +77,30 @@ def test_a_model_trained_for_another_schema_is_refused(quick_models):
     finally:
         server.stop()
         bentoml.models.delete(stale.tag)
+
+
+def test_the_running_server_loads_no_tensorflow_or_keras(server):
+    """The CNN runs from its LiteRT file: no process of the server maps TensorFlow or Keras."""
+    from pathlib import Path
+
+    def children(pid: int) -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    processes, pending = [], [server.pid]
+    while pending:
+        pid = pending.pop()
+        processes.append(pid)
+        pending += children(pid)
+    assert len(processes) >= 2, "expected the arbiter and at least one worker"
+    mapped = {line.split()[-1] for pid in processes
+              for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if "/" in line}
+    assert any("ai_edge_litert" in path for path in mapped), "the LiteRT runtime is not loaded"
+    assert not [p for p in mapped if "/site-packages/tensorflow" in p or "/site-packages/keras" in p]

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from service.specs import KERAS_MODEL_FILE, SPECS, Gate
+from service.litert import LiteRTModel
+from service.specs import KERAS_MODEL_FILE, LITERT_MODEL_FILE, SPECS, Gate
 from training.datasets import load_malaria
 from training.pipeline import split, train_model
 from training.trainers import TRAINERS
@@ -39,15 +40,66 @@ def test_model_reloaded_from_the_store_predicts_identically(quick_models, settin
     result = quick_models[name]
     _, _, test = split(trainer.load(settings, quick=True), settings.seed)
     stored = bentoml.models.get(result.tag)
-    if name == "malaria":
-        import keras
-
-        reloaded = keras.models.load_model(stored.path_of(KERAS_MODEL_FILE))
-    else:
-        reloaded = bentoml.sklearn.load_model(stored)
     expected = trainer.predict_proba(result.fitted_model, test.features)
-    np.testing.assert_allclose(trainer.predict_proba(reloaded, test.features), expected, rtol=1e-5, atol=1e-6)
+    if name == "malaria":  # served from the LiteRT file: what the service runs
+        served = LiteRTModel(open(stored.path_of(LITERT_MODEL_FILE), "rb").read(), threads=2)
+        got = served(test.features)
+    else:
+        got = trainer.predict_proba(bentoml.sklearn.load_model(stored), test.features)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert expected.shape == (len(test), len(SPECS[name].class_names))
+
+
+def test_malaria_stores_keras_and_a_litert_conversion_that_passed_its_parity_check(quick_models):
+    import hashlib
+    from importlib.metadata import version
+
+    import bentoml
+    from mlflow import MlflowClient
+
+    from training.litert import PARITY_MAX_ABS_DIFF
+
+    result = quick_models["malaria"]
+    stored = bentoml.models.get(result.tag)
+    litert = stored.info.metadata["litert"]
+    for name, key in ((KERAS_MODEL_FILE, "keras_sha256"), (LITERT_MODEL_FILE, "litert_sha256")):
+        assert hashlib.sha256(open(stored.path_of(name), "rb").read()).hexdigest() == litert[key]
+    assert litert["runtime"] == f"ai-edge-litert=={version('ai-edge-litert')}"
+    assert litert["converter"].startswith(f"tensorflow=={version('tensorflow-cpu')} ")
+    assert litert["parity_images"] > 0 and 0 <= litert["parity_max_abs_diff"] <= PARITY_MAX_ABS_DIFF
+    client = MlflowClient()
+    assert {a.path for a in client.list_artifacts(result.mlflow_run_id, "serving")} == {
+        f"serving/{KERAS_MODEL_FILE}", f"serving/{LITERT_MODEL_FILE}"}
+    metrics = client.get_run(result.mlflow_run_id).data.metrics
+    assert metrics["litert_changed_labels"] == 0
+    assert metrics["litert_max_abs_diff"] == pytest.approx(litert["parity_max_abs_diff"])
+
+
+def test_stored_keras_and_litert_files_agree_on_real_held_out_cells(quick_models, settings):
+    """The two files of the stored model, not the in-memory one: what a user would audit."""
+    import bentoml
+    import keras
+
+    _, _, test = split(TRAINERS["malaria"].load(settings, quick=True), settings.seed)
+    stored = bentoml.models.get(quick_models["malaria"].tag)
+    from_keras = np.asarray(keras.models.load_model(stored.path_of(KERAS_MODEL_FILE)).predict(test.features, verbose=0))
+    from_litert = LiteRTModel(open(stored.path_of(LITERT_MODEL_FILE), "rb").read(), threads=2)(test.features)
+    assert len(test) >= 100
+    assert (from_litert.argmax(axis=1) == from_keras.argmax(axis=1)).all()
+    assert np.abs(from_litert - from_keras).max() <= 1e-5
+
+
+def test_a_conversion_that_fails_its_parity_check_is_not_saved(quick_models, settings, monkeypatch):
+    import bentoml
+
+    from training import litert
+
+    served = bentoml.models.get("malaria:latest").tag
+    monkeypatch.setattr(litert, "PARITY_MAX_ABS_DIFF", -1.0)  # no conversion can pass
+    result = train_model("malaria", settings, quick=True)
+    assert not result.passed and result.tag is None
+    assert any("LiteRT probabilities differ from Keras" in f for f in result.gate_failures), result.gate_failures
+    assert bentoml.models.get("malaria:latest").tag == served
 
 
 @pytest.mark.parametrize("name", list(SPECS))

@@ -50,3 +50,22 @@ def test_sklearn_models_run_single_threaded_in_every_thread_that_calls_them(quic
     thread.start()
     thread.join()
     assert seen.get("openmp") == 1, seen
+
+
+def test_a_stored_model_without_its_litert_file_is_refused_with_what_to_do(tmp_path):
+    """A Keras-only folder (saved before the service ran LiteRT) never reaches TensorFlow."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from service.runtime import load
+    from service.specs import KERAS_MODEL_FILE, MALARIA
+
+    (tmp_path / KERAS_MODEL_FILE).write_bytes(b"a keras zip")
+    stored = SimpleNamespace(tag="malaria:old", path=str(tmp_path), path_of=lambda name: str(tmp_path / name),
+                             info=SimpleNamespace(metadata={"spec_fingerprint": MALARIA.fingerprint()}))
+    with pytest.raises(RuntimeError, match=r"malaria:old has no model.tflite .*retrain it"):
+        load(MALARIA, stored, threads=1)
+    stored.info.metadata["spec_fingerprint"] = "from an older spec"
+    with pytest.raises(RuntimeError, match="trained for a different malaria input schema"):
+        load(MALARIA, stored, threads=1)
