@@ -28,8 +28,18 @@ from service.specs import SPECS, ModelSpec
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
+def _parquet_engine(path: Path) -> None:
+    """Parquet needs pyarrow, which the serving image leaves out (156 MB): say so plainly."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise SystemExit(f"{path}: Parquet needs pyarrow (pip install pyarrow); "
+                         "the serving image reads and writes CSV only") from None
+
+
 def read_table(path: Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
+        _parquet_engine(path)
         return pd.read_parquet(path)
     if path.suffix == ".csv":
         return pd.read_csv(path)
@@ -39,6 +49,7 @@ def read_table(path: Path) -> pd.DataFrame:
 def write_table(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".parquet":
+        _parquet_engine(path)
         frame.to_parquet(path, index=False)
     elif path.suffix == ".csv":
         frame.to_csv(path, index=False)

@@ -121,10 +121,13 @@ class ModelServing:
         try:
             batchers = {}
             for name, ref in refs.items():
+                started = time.perf_counter()
                 model = load(SPECS[name], ref, self.threads)  # class-scope refs resolve to stored models
+                loaded = time.perf_counter()
                 warm_up(model)
                 batchers[name] = ModelBatcher(model, self._observe_batch, enabled=ADAPTIVE_BATCHING)
-                logger.info("loaded %s", model.tag)
+                logger.info("loaded %s in %.3f s, warmed up in %.3f s", model.tag, loaded - started,
+                            time.perf_counter() - loaded)
             # Move everything loaded so far out of the collector's sight: full collections
             # then walk only per-request objects, not the models' object graphs.
             gc.collect()

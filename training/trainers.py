@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
+from service.litert import runtime_version as litert_version
 from service.preprocessing import KOBE_CATEGORY_CODES, kobe_model_matrix
 from service.specs import DIGITS, IRIS, KERAS_MODEL_FILE, KOBE, LITERT_MODEL_FILE, MALARIA, ModelSpec
 from training import datasets
@@ -267,7 +268,8 @@ class MalariaTrainer(Trainer):
         with bentoml.models.create(
             self.spec.name, labels=labels, metadata=metadata, module="litert",
             context=bentoml.models.ModelContext(framework_name="litert",
-                                                framework_versions={"keras": keras.__version__}),
+                                                framework_versions={"keras": keras.__version__,
+                                                                    "ai-edge-litert": litert_version()}),
         ) as bento_model:
             for name, content in export.files.items():
                 Path(bento_model.path_of(name)).write_bytes(content)

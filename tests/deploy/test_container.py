@@ -342,6 +342,20 @@ def in_progress(url: str, endpoint: str) -> float:
                if "request_in_progress{" in line and f'endpoint="{endpoint}"' in line)
 
 
+def test_the_container_fits_its_memory_request_after_serving(docker, container, metrics):
+    """Resident memory of the container's processes (arbiter and worker) after every endpoint
+    answered (the test above), against the Deployment's memory request."""
+    pids = docker.run("top", container.name, "-eo", "pid").stdout.split()[1:]
+    rss_kb = 0
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()  # the host sees the container's processes
+        rss_kb += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+    metrics["rss_mb_after_requests"] = round(rss_kb / 1024)
+    request = deployment()["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"]
+    assert request.endswith("Mi")
+    assert rss_kb / 1024 < int(request[:-2]), f"{rss_kb / 1024:.0f} MB resident, above the {request} request"
+
+
 def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(container, malaria_image_paths, metrics):
     """`docker kill --signal TERM` (what the kubelet sends) while 8 malaria uploads are mid-way."""
     paths = (malaria_image_paths["Parasitized"] + malaria_image_paths["Uninfected"])[:MALARIA.max_records_per_call]

@@ -207,8 +207,8 @@ def test_probes_use_bentomls_health_routes(container):
     assert probes["startupProbe"] == {"path": "/livez", "port": "http"}
     assert probes["livenessProbe"] == {"path": "/livez", "port": "http"}
     assert probes["readinessProbe"] == {"path": "/readyz", "port": "http"}
-    assert container["startupProbe"]["failureThreshold"] == 30
-    assert container["startupProbe"]["periodSeconds"] == 5
+    assert container["startupProbe"]["failureThreshold"] == 60
+    assert container["startupProbe"]["periodSeconds"] == 1
 
     routes = bentoml_file("_internal/server/base_app.py").read_text()
     readme = (PROJECT / "README.md").read_text()
@@ -246,8 +246,8 @@ def test_every_configmap_key_is_read_by_the_service_and_back(rendered, container
 
 def test_resources(container):
     resources = container["resources"]
-    assert resources["requests"] == {"cpu": "1", "memory": "1536Mi"}
-    assert resources["limits"] == {"cpu": "2", "memory": "3Gi"}
+    assert resources["requests"] == {"cpu": "1", "memory": "512Mi"}
+    assert resources["limits"] == {"cpu": "2", "memory": "1Gi"}
     assert float(resources["limits"]["cpu"]) >= 1
 
 

@@ -83,22 +83,9 @@ def test_the_running_server_loads_no_tensorflow_or_keras(server):
     """The CNN runs from its LiteRT file: no process of the server maps TensorFlow or Keras."""
     from pathlib import Path
 
-    def children(pid: int) -> list[int]:
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:  # the process ended meanwhile
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(stat.parent.name))
-        return found
+    from loadtests.server import descendants
 
-    processes, pending = [], [server.pid]
-    while pending:
-        pid = pending.pop()
-        processes.append(pid)
-        pending += children(pid)
+    processes = [server.pid, *descendants(server.pid)]
     assert len(processes) >= 2, "expected the arbiter and at least one worker"
     mapped = {line.split()[-1] for pid in processes
               for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if "/" in line}
