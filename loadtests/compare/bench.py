@@ -9,9 +9,13 @@ a DataFrame (content type "pd"; its pipeline imports service.preprocessing, so M
 runs with the project on PYTHONPATH and needs pillow in its venv). The Keras CNN runs
 without MLServer. Request bodies are built from the data at run time.
 
-Starts each server in turn on 127.0.0.1, waits until it answers, checks one response,
-warms it up, runs wrk at every concurrency, stops it, then writes a markdown table
-(--out) and a CSV beside it. See README.md in this folder.
+In each of --rounds interleaved rounds (the order reversed every other round), starts each
+server in turn on 127.0.0.1, waits until it answers, checks one response, warms it up,
+runs wrk at every concurrency and stops it; then writes a markdown report (--out): the
+medians over the rounds, this service's throughput over each other server's per round
+(ratios of runs minutes apart, so the machine's drift cancels), and every run, with how
+busy the machine was outside the servers and wrk; a CSV goes beside it. The FastAPI
+comparator is what a competent engineer would write (fastapi_app.py). See README.md here.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -90,6 +95,8 @@ def parse_args() -> argparse.Namespace:
                         f"({', '.join(ALL_KEYS)}); default all")
     p.add_argument("--duration", type=int, default=15, help="seconds of wrk per concurrency (default 15)")
     p.add_argument("--concurrency", default="1,8,32,128", help="comma list (default 1,8,32,128)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="interleaved rounds: every server once per round, the order reversed every other round")
     p.add_argument("--warmup", type=int, default=3, help="seconds of warm-up load per server (default 3)")
     p.add_argument("--wrk-timeout", default="10s", help="wrk --timeout (default 10s; wrk's own is 2s)")
     p.add_argument("--port-base", type=int, default=18300, help="ports base..base+4 on 127.0.0.1")
@@ -182,6 +189,7 @@ def build_variants(keys: list[str], args: argparse.Namespace, base_env: dict[str
         elif server == "fastapi":
             v.port = args.port_base + 1
             v.command = [sys.executable, "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(HERE),
+                         "--loop", "uvloop", "--http", "httptools",
                          "--host", HOST, "--port", str(v.port), "--workers", "1", "--no-access-log"]
             v.ready_path, v.predict_path, v.body = "/readyz", route, bodies["typed"]
         else:
@@ -410,6 +418,46 @@ def machine_summary() -> str:
     return f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}, Python {platform.python_version()}"
 
 
+def variant_key(row: dict[str, Any]) -> str:
+    suffix = {"n/a": "", "on": "-batch", "off": "-nobatch"}[row["batching"]]
+    return row["server"] + suffix
+
+
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Medians over the rounds, and this service's throughput over each other server's, per round."""
+    if not rows:
+        return []
+    keys = list(dict.fromkeys(variant_key(r) for r in rows))
+    levels = sorted({r["concurrency"] for r in rows})
+    rounds = sorted({r["round"] for r in rows})
+    find = {(variant_key(r), r["concurrency"], r["round"]): r for r in rows}
+    lines = ["| server | concurrency | req/s (median) | CPU ms/request (median) | p99 ms (median) "
+             "| worst other load (cores) |", "|---|---:|---:|---:|---:|---:|"]
+    for key in keys:
+        for c in levels:
+            runs = [find[k] for k in ((key, c, n) for n in rounds) if k in find]
+            if runs:
+                lines.append(f"| {key} | {c} | {statistics.median(r['req_per_s'] for r in runs):,.0f} "
+                             f"| {statistics.median(r['cpu_ms_per_req'] or 0 for r in runs):.3f} "
+                             f"| {statistics.median(r['p99_ms'] for r in runs):.1f} "
+                             f"| {max(r['other_cores'] for r in runs):.2f} |")
+    ours = "bentoml-batch" if "bentoml-batch" in keys else keys[0]
+    others = [k for k in keys if k != ours]
+    if others:
+        lines += ["", f"Throughput of {ours} over each other server, per round (same round, same machine state):",
+                  "", "| concurrency | " + " | ".join(f"/ {k}" for k in others) + " |",
+                  "|---:|" + "---|" * len(others)]
+        for c in levels:
+            cells = []
+            for other in others:
+                ratios = [find[(ours, c, n)]["req_per_s"] / find[(other, c, n)]["req_per_s"]
+                          for n in rounds if (ours, c, n) in find and (other, c, n) in find]
+                cells.append(f"**{statistics.median(ratios):.2f}** ({', '.join(f'{x:.2f}' for x in ratios)})"
+                             if ratios else "n/a")
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], info: dict[str, Any]) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     csv_path = args.out.with_suffix(".csv")
@@ -428,14 +476,18 @@ def write_report(args: argparse.Namespace, rows: list[dict[str, Any]], info: dic
         info["command"],
         "```",
         "",
-        "| server | batching | concurrency | req/s | p50 ms | p99 ms | non-2xx | socket errors "
+        *summary(rows),
+        "",
+        "Every run:",
+        "",
+        "| round | server | batching | concurrency | req/s | p50 ms | p99 ms | non-2xx | socket errors "
         "| CPU ms/request | server cores | other load (cores) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['server']} | {r['batching']} | {r['concurrency']} | {r['req_per_s']:.0f} | {r['p50_ms']:.2f} "
-            f"| {r['p99_ms']:.2f} | {r['non2xx']} | {r['socket_errors']} | {r['cpu_ms_per_req']} "
+            f"| {r['round']} | {r['server']} | {r['batching']} | {r['concurrency']} | {r['req_per_s']:.0f} "
+            f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['non2xx']} | {r['socket_errors']} | {r['cpu_ms_per_req']} "
             f"| {r['server_cores']} | {r['other_cores']} |")
     lines += [
         "",
@@ -499,8 +551,9 @@ def main() -> int:
     samples: dict[str, list[float]] = {}
     current: subprocess.Popen | None = None
     try:
-        for v in variants:
-            print(f"== {v.key}: starting", flush=True)
+        for number, v in ((n, v) for n in range(1, args.rounds + 1)
+                          for v in (variants if n % 2 else variants[::-1])):
+            print(f"== round {number}/{args.rounds}, {v.key}: starting", flush=True)
             if v.server == "mlserver":
                 write_mlserver_settings(v, args)
             env_note = " ".join(f"{k}={v.env[k]}" for k in ("ADAPTIVE_BATCHING", "PYTHONWARNINGS") if k in v.env)
@@ -519,7 +572,7 @@ def main() -> int:
             run_wrk(v, 8, args.warmup, args.wrk_timeout, None)  # warm-up
             time.sleep(1)
             for c in levels:
-                row = measure(v, current, c, args)
+                row = {"round": number, **measure(v, current, c, args)}
                 rows.append(row)
                 print(f"   c={c:<4} {row['req_per_s']:>8.1f} req/s  p50 {row['p50_ms']:.2f} ms  "
                       f"p99 {row['p99_ms']:.2f} ms  non2xx {row['non2xx']}  sock {row['socket_errors']}  "
