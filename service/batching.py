@@ -1,127 +1,180 @@
 """Adaptive batching per model, shared by every route that serves the model.
 
-BentoML creates its adaptive-batching dispatcher (CorkDispatcher) only for a batchable
-API's own route; JSON, multipart and (later) V2 routes of one model must share a queue,
-so each model gets one dispatcher of that class, with its latency optimizer and its 503
-load shedding. Two changes, both measured (docs/benchmarks.md): a finished batch hands
-the model straight to the requests queued behind it, and each model runs on its own
-thread, for the CNN with the next batch already formed and queued there
-(Batching.batches_in_flight). bentoml is pinned to 1.4.39, the version this was read from.
+Event-driven, with nothing that polls: an idle model starts a request at once (no waiting
+for company); requests that arrive while a batch runs queue up and form the next batch,
+up to max_batch_size rows, the moment a batch slot frees. Load is shed early, at
+admission: a request whose predicted wait (the rows queued ahead of it, at the model's
+measured cost per batch) would exceed max_latency_ms is answered 503 at once instead of
+late; a request that still waited longer when its batch starts is shed then.
+
+Where the model runs (Batching.on_event_loop, chosen by measurement, docs/benchmarks.md):
+cheap sklearn calls run inline on the event loop, as a hand-written async FastAPI route
+does (a hand-off to a thread and back costs more than the call); the CNN runs on its own
+thread, with the next batch formed and queued there (batches_in_flight), because its
+compute releases the GIL and overlaps the event loop's HTTP work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import numpy as np
-from bentoml._internal.marshal.dispatcher import CorkDispatcher, NonBlockSema, Optimizer
 from bentoml.exceptions import ServiceUnavailable
 
 from service.runtime import ServedModel
 
 
 class Overloaded(ServiceUnavailable):
-    """The batcher predicts a request would miss max_latency_ms: shed it (503)."""
+    """The request would miss max_latency_ms: shed it (503 with Retry-After)."""
 
 
-def _shed() -> Any:
-    raise Overloaded("the server is overloaded; retry later")
+@dataclass
+class _Pending:
+    rows: Any
+    size: int
+    future: asyncio.Future
+    enqueued: float
 
 
-class BoundedWaitOptimizer(Optimizer):
-    """BentoML's latency model, with the learned wait capped at one single-row model call.
+class BatchCost:
+    """Seconds a batch of n rows takes, as a + b*n, from running averages of past batches.
 
-    The dispatcher holds a request back while n * (its wait + a) <= the average past
-    wait. That average feeds on itself: after a burst at concurrency 32 it stayed near
-    13 ms, and every later request at concurrency 1 waited for company that never came
-    (80 requests/s, p50 13 ms). Waiting longer than one model call does not pay anyway.
+    Two averages are enough: the mean duration of small batches (n <= 2) gives a, and the
+    mean duration per row of larger ones gives b. Until a batch has been measured the
+    estimate is 0: nothing is shed on a guess.
     """
 
-    def trigger_refresh(self) -> None:
-        super().trigger_refresh()
-        self.wait = min(self.wait, self.o_a + self.o_b)
+    def __init__(self, weight: float = 0.05) -> None:
+        self.weight = weight
+        self.fixed = 0.0
+        self.per_row = 0.0
 
-
-class ChainedCorkDispatcher(CorkDispatcher):
-    """BentoML's dispatcher, except that a finished batch hands its slot straight to the
-    requests that queued up while it ran.
-
-    In BentoML's version the next batch waits for the controller, which polls every
-    millisecond and whose wake-up queues behind the handlers of the batch that just
-    finished (each one building and sending its response): on a busy event loop the
-    model sat idle 4-5 ms between batches of 8 ms. The controller still decides when an
-    idle model starts and sheds what its latency model says would miss max_latency (503).
-    """
-
-    async def outbound_call(self, inputs_info: tuple[Any, ...], training: bool = False) -> None:
-        started = time.time()
-        outputs: Sequence[Any]
-        try:
-            try:
-                outputs = await self.callback(tuple(job.data for job in inputs_info))
-                if len(outputs) != len(inputs_info):
-                    raise RuntimeError(f"a batch of {len(inputs_info)} gave {len(outputs)} results")
-                self.optimizer.log_outbound(n=len(inputs_info), duration=time.time() - started,
-                                            wait=0 if training else started - inputs_info[0].enqueue_time)
-            except Exception as exc:  # noqa: BLE001 - every caller of the batch re-raises it
-                outputs = [exc] * len(inputs_info)
-            self._start_next_batch()  # before the callers below wake up
-        except BaseException:
-            self._sema.release()
-            for job in inputs_info:
-                job.future.cancel()
-            raise
-        for job, output in zip(inputs_info, outputs, strict=True):
-            if not job.future.done():
-                job.future.set_result(output)
-
-    def _start_next_batch(self) -> None:
-        """Keep the model slot for the queued requests, or release it to the controller."""
-        now = time.time()
-        # Requests that already waited max_latency are answered 503 (the rule BentoML's
-        # controller applies while its latency model is untrained: no guessing here).
-        while self._queue and now - self._queue[0].enqueue_time >= self.max_latency:
-            self._queue.popleft().future.cancel()
-        if self._queue:
-            self._loop.create_task(self.outbound_call(tuple(self._get_inputs())))
+    def observe(self, rows: int, seconds: float) -> None:
+        if rows <= 2:
+            self.fixed += self.weight * (seconds - self.fixed) if self.fixed else seconds - self.fixed
         else:
-            self._sema.release()
+            per_row = max(seconds - self.fixed, 0.0) / rows
+            self.per_row += self.weight * (per_row - self.per_row) if self.per_row else per_row
+
+    def seconds(self, rows: int) -> float:
+        return self.fixed + self.per_row * rows
 
 
 class ModelBatcher:
     def __init__(self, model: ServedModel, observe: Callable[[str, int, int], None], enabled: bool = True) -> None:
         self.model = model
         self.enabled = enabled
-        """False: every request is its own model call (for benchmarks and comparisons)."""
+        """False: every request is its own model call, on a pool thread (for comparisons)."""
+        batching = model.spec.batching
+        self.max_batch_size = batching.max_batch_size
+        self.max_latency = batching.max_latency_ms / 1000
+        self.slots = 1 if batching.on_event_loop else batching.batches_in_flight
+        self.on_event_loop = batching.on_event_loop
+        self.cost = BatchCost()
         self._observe = observe
-        self._dispatch: Callable[[Any], Any] | None = None
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queued_rows = 0
+        self._running = 0
+        self._turn_busy = False
         # Batches run one after another on the model's own thread, in the order they formed.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{model.spec.name}")
 
     async def predict(self, rows: Any) -> np.ndarray:
         """Probabilities for rows (a list of records, or an array of preprocessed inputs)."""
+        loop = asyncio.get_running_loop()
         if not self.enabled:
-            return (await anyio.to_thread.run_sync(self._run_batch, [rows]))[0]
-        if self._dispatch is None:  # the dispatcher binds to the running event loop
-            batching = self.model.spec.batching
-            dispatcher = ChainedCorkDispatcher(
-                max_latency_in_ms=batching.max_latency_ms, max_batch_size=batching.max_batch_size,
-                fallback=_shed, get_batch_size=len, shared_sema=NonBlockSema(batching.batches_in_flight),
-            )
-            dispatcher.optimizer = BoundedWaitOptimizer(dispatcher.max_latency)
-            self._dispatch = dispatcher(self._on_model_thread)
-        return await self._dispatch(rows)
+            return (await loop.run_in_executor(None, self._run_batch, [rows]))[0]
+        size = len(rows)
+        if self.on_event_loop and not self._running and not self._queue and not self._turn_busy:
+            # Idle: run now, no queue, no task, no hand-off. Requests that reach the model
+            # later in this turn of the loop queue up and run as one batch.
+            self._turn_busy = True
+            loop.call_soon(self._end_turn)
+            return self._timed_batch([rows])[0]
+        self._admit(size)
+        pending = _Pending(rows, size, loop.create_future(), time.monotonic())
+        self._queue.append(pending)
+        self._queued_rows += size
+        self._start_batches()
+        return await pending.future
 
-    async def _on_model_thread(self, parts: Sequence[Any]) -> list[np.ndarray]:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._run_batch, parts)
+    def _end_turn(self) -> None:
+        self._turn_busy = False
+
+    def _admit(self, size: int) -> None:
+        """Shed now what would wait too long: the batches queued and running ahead of it."""
+        if not self._queue and self._running < self.slots:
+            return
+        batches = self._running + math.ceil((self._queued_rows + size) / self.max_batch_size)
+        if batches / self.slots * self.cost.seconds(self.max_batch_size) > self.max_latency:
+            raise Overloaded("the server is overloaded; retry later")
+
+    def _start_batches(self) -> None:
+        while self._queue and self._running < self.slots:
+            self._running += 1
+            asyncio.get_running_loop().create_task(self._batch())
+
+    def _take(self) -> list[_Pending]:
+        """The next batch: whole requests off the queue, up to max_batch_size rows (a larger
+        request runs alone); requests whose client left, or that waited too long, are dropped."""
+        now = time.monotonic()
+        parts: list[_Pending] = []
+        rows = 0
+        while self._queue and (not parts or rows + self._queue[0].size <= self.max_batch_size):
+            job = self._queue.popleft()
+            self._queued_rows -= job.size
+            if job.future.done():  # cancelled: the client went away
+                continue
+            if now - job.enqueued >= self.max_latency:
+                job.future.set_exception(Overloaded("the server is overloaded; retry later"))
+                continue
+            parts.append(job)
+            rows += job.size
+        return parts
+
+    async def _batch(self) -> None:
+        parts: list[_Pending] = []
+        try:
+            if self.on_event_loop:
+                await asyncio.sleep(0)  # the requests parsed in this turn of the loop join first
+            parts = self._take()
+            if not parts:
+                return
+            inputs = [job.rows for job in parts]
+            try:
+                if self.on_event_loop:
+                    outputs: Sequence[Any] = self._timed_batch(inputs)
+                else:
+                    outputs = await asyncio.get_running_loop().run_in_executor(
+                        self._thread, self._timed_batch, inputs)
+            except Exception as exc:  # noqa: BLE001 - every caller of the batch re-raises it
+                outputs = [exc] * len(parts)
+        finally:
+            self._running -= 1
+            self._start_batches()  # before the callers below resume: the model never idles
+        for job, output in zip(parts, outputs, strict=True):
+            if job.future.done():
+                continue
+            if isinstance(output, Exception):
+                job.future.set_exception(output)
+            else:
+                job.future.set_result(output)
+
+    def _timed_batch(self, parts: Sequence[Any]) -> list[np.ndarray]:
+        started = time.perf_counter()
+        outputs = self._run_batch(parts)
+        self.cost.observe(sum(len(part) for part in parts), time.perf_counter() - started)
+        return outputs
 
     def _run_batch(self, parts: Sequence[Any]) -> list[np.ndarray]:
-        """One model call for every request in the batch, on the model's thread (batching off: a pool thread)."""
+        """One model call for every request in the batch."""
         sizes = [len(part) for part in parts]
         self._observe(self.model.spec.name, len(parts), sum(sizes))
         probabilities = self.model.predict_proba(self.model.combine(parts))

@@ -77,11 +77,11 @@ def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
     def predict(rows: Any) -> np.ndarray:
         if not getattr(single_threaded, "set", False):
             one_thread_per_call()
+            # Inputs were validated already: skip sklearn's finiteness and parameter checks
+            # (kobe, 16 rows: 11.7 -> 9.5 ms a call). sklearn's config is per thread.
+            sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
             single_threaded.set = True
-        # Inputs were validated already: skip sklearn's finiteness and parameter checks
-        # (kobe, 16 rows: 11.7 -> 9.5 ms a call). Thread-local, so set per call.
-        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            return model.predict_proba(rows)
+        return model.predict_proba(rows)
 
     return ServedModel(spec, str(stored.tag), metadata, predict, "sklearn")
 

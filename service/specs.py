@@ -94,6 +94,9 @@ class Batching:
     """2: the next batch is formed while one computes and starts the moment it ends. Pays
     for the CNN (its compute releases the GIL); sklearn models do Python work per batch
     and gain more from the bigger batches that form while they wait (docs/benchmarks.md)."""
+    on_event_loop: bool = False
+    """Run the model inline on the event loop (one batch at a time) instead of on its own
+    thread: for calls cheaper than the hand-off to a thread and back (docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True)

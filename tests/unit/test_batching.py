@@ -120,3 +120,66 @@ def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs():
     first, second = asyncio.run(run())
     assert isinstance(first[0], ValueError)
     np.testing.assert_allclose(second, CLASSIFIER.predict_proba(X[1:2]))
+
+
+def inline_batcher(predict, observed: list[tuple[int, int]] | None = None) -> ModelBatcher:
+    from dataclasses import replace
+
+    spec = replace(IRIS, batching=replace(IRIS.batching, on_event_loop=True))
+    return batcher(predict, observed, spec)
+
+
+def test_on_the_event_loop_a_lone_request_runs_at_once_in_the_callers_thread():
+    model, observed = SlowModel(0.0), []
+    loaded = inline_batcher(model, observed)
+
+    async def sequential() -> None:
+        for i in range(10):
+            await loaded.predict(X[i: i + 1])
+
+    asyncio.run(sequential())
+    assert observed == [(1, 1)] * 10
+    assert {thread for _, thread in model.calls} == {threading.current_thread().name}
+
+
+def test_on_the_event_loop_requests_of_one_loop_turn_share_a_call():
+    model, observed = SlowModel(0.0), []
+    rows = [X[i: i + 2] for i in range(0, 40, 2)]  # 20 requests of 2 rows, all at once
+    results = asyncio.run(call_many(inline_batcher(model, observed), rows))
+    for part, probabilities in zip(rows, results, strict=True):
+        np.testing.assert_allclose(probabilities, CLASSIFIER.predict_proba(part))
+    assert observed[0] == (1, 2), "the first runs alone, at once"
+    assert len(observed) <= 3 and max(requests for requests, _ in observed) >= 10, observed
+
+
+def test_overload_is_shed_at_admission_so_no_answer_comes_late():
+    """Every answer, 200 or 503, within about max_latency plus one model call."""
+    from dataclasses import replace
+
+    tight = replace(IRIS, batching=replace(IRIS.batching, max_latency_ms=100, max_batch_size=4))
+    loaded = batcher(SlowModel(0.02), spec=tight)
+
+    async def timed(i: int) -> tuple[float, object]:
+        await asyncio.sleep(i * 0.001)
+        started = time.perf_counter()
+        try:
+            result: object = await loaded.predict(X[i % 150: i % 150 + 1])
+        except Overloaded as exc:
+            result = exc
+        return time.perf_counter() - started, result
+
+    async def run() -> list[tuple[float, object]]:
+        return await asyncio.gather(*(timed(i) for i in range(300)))
+
+    answers = asyncio.run(run())
+    assert any(isinstance(r, Overloaded) for _, r in answers) and any(isinstance(r, np.ndarray) for _, r in answers)
+    late = [seconds for seconds, _ in answers if seconds > 0.1 + 0.02 + 0.05]
+    assert not late, f"{len(late)} answers after {max(late) * 1000:.0f} ms"
+
+
+def test_a_request_larger_than_max_batch_size_is_served_whole():
+    model, observed = SlowModel(0.0), []
+    big = np.repeat(X, 7, axis=0)[:1000]  # the documented maximum, above max_batch_size
+    result = asyncio.run(call_many(batcher(model, observed), [big, X[:1]]))
+    np.testing.assert_allclose(result[0], CLASSIFIER.predict_proba(big))
+    assert (1, 1000) in observed
