@@ -321,7 +321,7 @@ def one_line(error: BaseException | None, limit: int = 300) -> str:
     if isinstance(error, ValidationError):
         text = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors())
     else:
-        text = f"{type(error).__name__}: {error}"
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
