@@ -240,6 +240,8 @@ def requested_outputs(body: dict[str, Any]) -> list[str]:
     unknown = sorted(set(names) - set(OUTPUTS))
     if unknown:
         raise ProtocolError(400, f"unknown output(s) {unknown}; available: {list(OUTPUTS)}")
+    if len(set(names)) != len(names):
+        raise ProtocolError(400, f"an output is requested twice: {names}")
     return names
 
 

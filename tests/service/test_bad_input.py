@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 
 GOOD_IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 JSON = {"Content-Type": "application/json"}
+IRIS_TENSOR = {"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}
 REST = b'"sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}'
 
 
@@ -102,6 +103,9 @@ CASES = {
                                   ["malformed JSON"]),
     "V2 data nested deeper than its shape": ("/v2/models/iris/infer", dict(data=v2_input(nested(50)), headers=JSON),
                                              400, ["nested deeper"]),
+    "V2 output requested twice": ("/v2/models/iris/infer", dict(json={"inputs": [IRIS_TENSOR],
+                                                                      "outputs": [{"name": "label"}] * 2}),
+                                  400, ["twice"]),
     "V2 unknown model": ("/v2/models/no-such-model/infer", dict(json={"inputs": []}), 404, ["no-such-model"]),
     "too many images": ("/malaria/base64", dict(json={"images": ["AAAA"] * (MALARIA.max_records_per_call + 1)}),
                         400, ["images", "at most"]),
