@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,17 +47,29 @@ def client_errors(endpoint: Callable[..., Awaitable[Any]]) -> Callable[..., Awai
     return wrapper
 
 
-class RequestGuard:
-    """ASGI middleware: refuse oversized bodies (413) and wrong content types (415).
+CLIENT_CLOSED_REQUEST = 499
+"""Status recorded (metrics, log) when the client hung up before its answer: the answer is
+never sent, and it is not a server error (nginx's convention)."""
 
-    Checked before BentoML parses anything, on the declared length and on the bytes
-    actually received (a chunked upload cannot slip past).
+
+class RequestGuard:
+    """ASGI middleware: refuse what a client can get wrong before BentoML parses anything.
+
+    - bodies over the limit: 413, on the declared length and on the bytes received (a
+      chunked upload cannot slip past);
+    - a wrong content type: 415;
+    - multipart bodies that are not files under `file_field`: 400 (BentoML answers 500
+      for a malformed body, and it fetches a part without a filename as a URL);
+    - a client that hangs up mid-body: recorded as 499 instead of BentoML's 500.
     """
 
-    def __init__(self, app: Any, max_body_bytes: int, content_types: dict[str, str]) -> None:
+    def __init__(self, app: Any, max_body_bytes: int, content_types: dict[str, str],
+                 file_field: str = "images", max_parts: int = 1000) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.content_types = content_types  # route -> required media type
+        self.file_field = file_field
+        self.max_parts = max_parts
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -77,17 +90,28 @@ class RequestGuard:
             return  # unread body: the server closes the connection
 
         received = 0
-        too_large = False
+        too_large = disconnected = False
 
         async def limited_receive() -> dict:
-            nonlocal received, too_large
+            nonlocal received, too_large, disconnected
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     too_large = True
                     return {"type": "http.disconnect"}
+            elif message["type"] == "http.disconnect":
+                disconnected = True
             return message
+
+        app_receive = limited_receive
+        if required == "multipart/form-data":  # checked whole, then handed on
+            body = await _read_body(limited_receive)
+            problem = None if too_large or disconnected else await self._multipart_problem(scope, body)
+            if problem is not None:
+                await _send_json(send, 400, problem)
+                return
+            app_receive = _replay(body, limited_receive)
 
         started = False
 
@@ -98,12 +122,69 @@ class RequestGuard:
                     started = True
                     await _send_json(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes")
                 return
+            if disconnected and message["type"] == "http.response.start":
+                message = {**message, "status": CLIENT_CLOSED_REQUEST}  # nobody will read it
             started = True
             await send(message)
 
-        await self.app(scope, limited_receive, guarded_send)
+        if not (too_large or disconnected):
+            await self.app(scope, app_receive, guarded_send)
         if too_large and not started:
             await _send_json(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes")
+        elif disconnected and not started:
+            await _send_json(guarded_send, CLIENT_CLOSED_REQUEST, "the client closed the connection")
+
+    async def _multipart_problem(self, scope: dict, body: bytes) -> str | None:
+        """Why this multipart body is not a list of files under `file_field`, or None."""
+        from starlette.datastructures import Headers, UploadFile
+        from starlette.formparsers import MultiPartException, MultiPartParser
+
+        async def stream() -> Any:
+            yield body
+
+        parser = MultiPartParser(Headers(scope=scope), stream(), max_files=self.max_parts, max_fields=self.max_parts)
+        try:
+            form = await parser.parse()
+        except MultiPartException as exc:
+            return f"malformed multipart body: {exc.message}"
+        try:
+            if len(form.multi_items()) > self.max_parts:
+                return f"at most {self.max_parts} parts per multipart body, got {len(form.multi_items())}"
+            for name, value in form.multi_items():
+                if name != self.file_field:
+                    return f"unexpected multipart field {name!r}: send the files as {self.file_field!r} parts"
+                if not isinstance(value, UploadFile):
+                    return (f"multipart part {self.file_field!r} must be a file upload (with a filename in "
+                            f"its Content-Disposition), not a plain field")
+            return None
+        finally:
+            await form.close()
+
+
+async def _read_body(receive: Callable) -> bytes:
+    """The whole request body; stops early if receive reports a disconnect."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Callable) -> Callable:
+    """A receive that gives the already-read body once, then defers to the real one."""
+    pending = True
+
+    async def replay() -> dict:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 async def _send_json(send: Callable, status: int, message: str) -> None:
@@ -112,6 +193,152 @@ async def _send_json(send: Callable, status: int, message: str) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
+
+PATCHED_BENTOML = "1.4.39"
+"""The BentoML version whose source the fixes below were written against and checked on."""
+
+UNMATCHED_ROUTE = "unmatched"
+"""The metrics' endpoint label of every request that matches no route."""
+
+
+def patch_bentoml() -> None:
+    """Apply the fixes to BentoML's internals below; call before the server builds its app."""
+    import bentoml
+
+    if bentoml.__version__ != PATCHED_BENTOML:
+        logger.warning("not patching BentoML %s (the fixes in service/http.py were written for %s)",
+                       bentoml.__version__, PATCHED_BENTOML)
+        return
+    fix_bentoml_timeout_timers()
+    label_metrics_by_route()
+    log_client_errors_briefly()
+
+
+def label_metrics_by_route() -> None:
+    """Label BentoML's request metrics with the route template, not the raw path.
+
+    BentoML 1.4.39's RunnerTrafficMetricsMiddleware uses `scope["path"]` as the `endpoint`
+    label, so every made-up path or V2 model name adds series to /metrics for good (600
+    requests to unknown paths grew it from 39 KB to 2.5 MB). Here the middleware sees a
+    copy of the scope whose path is the matched template (`/v2/models/{name}/infer`) or
+    UNMATCHED_ROUTE, and the app behind it gets the request's own scope.
+    """
+    from bentoml._internal.server.http import instruments
+
+    middleware = instruments.RunnerTrafficMetricsMiddleware
+    if hasattr(middleware.__call__, "__wrapped__"):
+        return
+    original = middleware.__call__
+
+    async def call(self: Any, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] == "/metrics":
+            return await original(self, scope, receive, send)
+        if not isinstance(self.app, _OwnScope):
+            self.app = _OwnScope(self.app)
+            self.route_labels = RouteLabels(getattr(scope.get("app"), "routes", []))
+        labelled = {**scope, "path": self.route_labels(scope), _OwnScope.KEY: scope}
+        await original(self, labelled, receive, send)
+
+    call.__wrapped__ = original  # type: ignore[attr-defined]
+    middleware.__call__ = call  # type: ignore[method-assign]
+
+
+class _OwnScope:
+    """Calls the app with the request's own scope instead of the metrics' relabelled copy."""
+
+    KEY = "model_serving.own_scope"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        await self.app(scope.get(self.KEY, scope), receive, send)
+
+
+class RouteLabels:
+    """The route template a request path matches (any method), from a bounded set of labels."""
+
+    def __init__(self, routes: list[Any]) -> None:
+        from starlette.routing import compile_path
+
+        self.templates = [(compile_path(t)[0], t) for t in route_templates(routes)]
+        self._label = functools.lru_cache(maxsize=4096)(self._match)
+
+    def __call__(self, scope: dict) -> str:
+        path = scope["path"]
+        root_path = scope.get("root_path", "")
+        return self._label(path.removeprefix(root_path) if root_path else path)
+
+    def _match(self, path: str) -> str:
+        return next((template for regex, template in self.templates if regex.match(path)), UNMATCHED_ROUTE)
+
+
+def route_templates(routes: list[Any], prefix: str = "") -> list[str]:
+    """Every route's path template, in matching order, through mounts and included routers."""
+    from starlette.routing import Mount
+
+    templates = []
+    for route in routes:
+        if hasattr(route, "original_router"):  # FastAPI's include_router (BentoML's asgi_app class views)
+            templates += route_templates(route.original_router.routes, prefix + route.include_context.prefix)
+        elif isinstance(route, Mount):
+            templates += (route_templates(route.routes, prefix + route.path) if route.routes
+                          else [f"{prefix}{route.path}/{{path:path}}"])
+        elif isinstance(getattr(route, "path", None), str):
+            templates.append(prefix + route.path)
+    return templates
+
+
+def log_client_errors_briefly() -> None:
+    """Log a client's mistake in one line; keep tracebacks for real faults.
+
+    BentoML 1.4.39 calls `log_exception` (an ERROR with the traceback, about 1.9 KB) for
+    every exception of an API call, including its own validation errors (answered 400)
+    and a client hanging up mid-body: a fuzzing run wrote 5.4 MB of such tracebacks.
+    """
+    from _bentoml_impl.server import app
+
+    original = app.log_exception
+    if hasattr(original, "__wrapped__"):
+        return
+
+    def log_exception(request: Any, exc_info: Any = True) -> None:
+        error = sys.exc_info()[1]
+        status = client_error_status(error)
+        if status is None:
+            original(request, exc_info)
+            return
+        logger.info("%s %s answered %d: %s", request.method, request.url.path, status, one_line(error))
+
+    log_exception.__wrapped__ = original  # type: ignore[attr-defined]
+    app.log_exception = log_exception
+
+
+def one_line(error: BaseException | None, limit: int = 300) -> str:
+    """A short description of a client's error, without the input it sent."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        text = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors())
+    else:
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def client_error_status(error: BaseException | None) -> int | None:
+    """The status BentoML answers for an error the client caused, or None for a fault."""
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
+    from starlette.requests import ClientDisconnect
+
+    if isinstance(error, ValidationError):
+        return 400
+    if isinstance(error, ClientDisconnect):
+        return CLIENT_CLOSED_REQUEST
+    if isinstance(error, BentoMLException) and error.error_code < 500:
+        return int(error.error_code)
+    return None
 
 
 def fix_bentoml_timeout_timers() -> None:
@@ -125,13 +352,11 @@ def fix_bentoml_timeout_timers() -> None:
     """
     import asyncio
 
-    import bentoml
     from bentoml._internal.server.http import traffic
 
-    if bentoml.__version__ != "1.4.39":  # checked against this version's source only
-        logger.warning("not patching BentoML %s's TimeoutMiddleware (written for 1.4.39)", bentoml.__version__)
-        return
     original = traffic.TimeoutMiddleware.__call__
+    if hasattr(original, "__wrapped__"):
+        return
 
     async def call(self: Any, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] not in ("http", "websocket"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import gc
-import json
 import logging
 import os
 import threading
@@ -24,7 +23,7 @@ from starlette.responses import JSONResponse
 
 from service import v2
 from service.batching import ModelBatcher, Overloaded
-from service.http import ModelsNotReady, RequestGuard, client_errors, fix_bentoml_timeout_timers
+from service.http import ModelsNotReady, RequestGuard, client_errors, patch_bentoml
 from service.preprocessing import decode_base64, images_to_rows
 from service.runtime import ServedModel, cpu_count, load, warm_up
 from service.schemas import (
@@ -71,7 +70,7 @@ image, measured); every package here installs from a wheel, so no distro recipe.
 packages are pinned in bentofile.yaml; docker/containerize.sh swaps the base offline."""
 
 info_app = FastAPI(title="model metadata")
-fix_bentoml_timeout_timers()  # before the server builds its middleware stack
+patch_bentoml()  # before the server builds its middleware stack
 
 
 @bentoml.asgi_app(info_app, path="/")
@@ -283,10 +282,7 @@ class ModelServing:
             batcher = self._v2_batcher(name, version)
             if "inference-header-content-length" in request.headers:
                 raise v2.ProtocolError(400, "the binary tensor data extension is not supported: send JSON data")
-            try:
-                body = json.loads(await request.body())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise v2.ProtocolError(400, f"malformed JSON: {exc}") from None
+            body = await v2.read_json(request)
             spec = batcher.model.spec
             outputs = v2.requested_outputs(body) if isinstance(body, dict) else []
             _, rows = v2.rows_from_request(spec, body)

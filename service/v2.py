@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pydantic_core
+from starlette.requests import ClientDisconnect, Request
 
+from service.http import CLIENT_CLOSED_REQUEST
 from service.preprocessing import InvalidInput, decode_base64, images_to_rows
 from service.schemas import validated_records
 from service.specs import CategoricalFeature, ModelSpec
@@ -84,7 +87,7 @@ def _flat(tensor: dict[str, Any]) -> tuple[str, str, list[int], list[Any]]:
         raise ProtocolError(400, f"input {name!r}: no data (the binary extension is not supported)")
     if not isinstance(tensor["data"], list):
         raise ProtocolError(400, f"input {name!r}: data must be a list")
-    data = list(_row_major(tensor["data"]))
+    data = _row_major(name, tensor["data"], len(shape))
     if len(data) != math.prod(shape):
         raise ProtocolError(400, f"input {name!r}: shape {shape} holds {math.prod(shape)} values, "
                                  f"data has {len(data)}")
@@ -101,13 +104,40 @@ def _flat(tensor: dict[str, Any]) -> tuple[str, str, list[int], list[Any]]:
     return name, datatype, shape, data
 
 
-def _row_major(data: list[Any]) -> Any:
-    """Flat or nested data, flattened in row-major order."""
-    for item in data:
-        if isinstance(item, list):
-            yield from _row_major(item)
+def _row_major(name: str, data: list[Any], dimensions: int) -> list[Any]:
+    """Flat or nested data, flattened in row-major order; nested at most `dimensions` deep.
+
+    Iterative: a deeply nested list from a client cannot exhaust the stack.
+    """
+    flat: list[Any] = []
+    pending = [iter(data)]
+    while pending:
+        for item in pending[-1]:
+            if isinstance(item, list):
+                if len(pending) >= max(dimensions, 1):
+                    raise ProtocolError(400, f"input {name!r}: data nested deeper than its {dimensions}-d shape")
+                pending.append(iter(item))
+                break
+            flat.append(item)
         else:
-            yield item
+            pending.pop()
+    return flat
+
+
+async def read_json(request: Request) -> Any:
+    """The request's JSON body; 400 if it is not JSON or nested too deeply.
+
+    pydantic-core's parser stops at a fixed depth with an error (the standard library's
+    raises RecursionError, a 500, on a body nested 1,000 deep) and refuses NaN/Infinity.
+    """
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise ProtocolError(CLIENT_CLOSED_REQUEST, "the client closed the connection") from None
+    try:
+        return pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        raise ProtocolError(400, f"malformed JSON: {exc}") from None
 
 
 def rows_from_request(spec: ModelSpec, body: Any) -> tuple[str, Any]:
@@ -210,6 +240,8 @@ def requested_outputs(body: dict[str, Any]) -> list[str]:
     unknown = sorted(set(names) - set(OUTPUTS))
     if unknown:
         raise ProtocolError(400, f"unknown output(s) {unknown}; available: {list(OUTPUTS)}")
+    if len(set(names)) != len(names):
+        raise ProtocolError(400, f"an output is requested twice: {names}")
     return names
 
 

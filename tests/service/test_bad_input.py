@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import base64
 import io
-import re
 
 import pytest
 import requests
 from PIL import Image
 
 from service.specs import IRIS, MALARIA
+from tests.service.metrics import request_counts
 
 pytestmark = pytest.mark.slow
 
 GOOD_IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 JSON = {"Content-Type": "application/json"}
+IRIS_TENSOR = {"name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}
 REST = b'"sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}'
 
 
@@ -38,6 +39,15 @@ def kobe_row(settings, **changes) -> dict:
     row = json.loads(pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_dev.parquet")
                      .head(1).to_json(orient="records"))[0]
     return {"records": [{**row, **changes}]}
+
+
+def nested(depth: int, inner: str = "1") -> bytes:
+    return ("[" * depth + inner + "]" * depth).encode()
+
+
+def v2_input(data: bytes) -> bytes:
+    """A V2 iris request whose `input` tensor [1, 4] holds `data`."""
+    return b'{"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": ' + data + b"}]}"
 
 
 def assert_client_error(response: requests.Response, status: int, *fragments: str) -> None:
@@ -74,6 +84,29 @@ CASES = {
     "non-image upload": ("/malaria", dict(files=[("images", ("notes.txt", b"just text", "text/plain"))]), 400,
                          ["images[0]", "PNG or JPEG"]),
     "no image in upload": ("/malaria", dict(files=[("other", ("a.txt", b"x", "text/plain"))]), 400, ["images"]),
+    "images part without a filename (BentoML would fetch it as a URL)": (
+        "/malaria", dict(files=[("images", (None, b"http://127.0.0.1:1/cell.png"))]), 400, ["images", "filename"]),
+    "a file under another field name": ("/digits", dict(files=[("images", ("a.png", b"x", "image/png")),
+                                                               ("photo", ("b.png", b"x", "image/png"))]), 400,
+                                         ["'photo'", "images"]),
+    "multipart without a boundary": ("/malaria", dict(data=b"--x\r\n", headers={"Content-Type": "multipart/form-data"}),
+                                     400, ["boundary"]),
+    "multipart with a wrong boundary": ("/malaria", dict(data=b"no parts here", headers={
+        "Content-Type": "multipart/form-data; boundary=abc"}), 400, ["multipart"]),
+    "too many parts": ("/malaria", dict(files=[("images", (f"{i}.png", b"x", "image/png")) for i in range(1001)]), 400,
+                       ["1000"]),
+    "JSON nested 10,000 deep": ("/iris", dict(data=b'{"records": ' + nested(10_000) + b"}", headers=JSON), 400,
+                                ["recursion limit"]),
+    "V2 body nested 10,000 deep": ("/v2/models/iris/infer", dict(data=nested(10_000), headers=JSON), 400,
+                                   ["malformed JSON"]),
+    "V2 data nested 1,000 deep": ("/v2/models/iris/infer", dict(data=v2_input(nested(1_000)), headers=JSON), 400,
+                                  ["malformed JSON"]),
+    "V2 data nested deeper than its shape": ("/v2/models/iris/infer", dict(data=v2_input(nested(50)), headers=JSON),
+                                             400, ["nested deeper"]),
+    "V2 output requested twice": ("/v2/models/iris/infer", dict(json={"inputs": [IRIS_TENSOR],
+                                                                      "outputs": [{"name": "label"}] * 2}),
+                                  400, ["twice"]),
+    "V2 unknown model": ("/v2/models/no-such-model/infer", dict(json={"inputs": []}), 404, ["no-such-model"]),
     "too many images": ("/malaria/base64", dict(json={"images": ["AAAA"] * (MALARIA.max_records_per_call + 1)}),
                         400, ["images", "at most"]),
 }
@@ -131,9 +164,7 @@ def test_the_service_keeps_serving_after_bad_input(server):
         requests.post(server.url + route, **request)
     response = requests.post(f"{server.url}/iris", json={"records": [GOOD_IRIS]})
     assert response.status_code == 200
-    metrics = requests.get(f"{server.url}/metrics").text
-    counts = re.findall(r'^bentoml_service_request_total\{([^}]*http_response_code="5\d\d"[^}]*)\} ([0-9.e+]+)$',
-                        metrics, flags=re.MULTILINE)
+    counts = request_counts(server.url)
     assert counts, "no request counter in /metrics"
     # /readyz answered 503 while the models loaded; no other request may have had a 5xx.
-    assert [labels for labels, value in counts if float(value) > 0 and 'endpoint="/readyz"' not in labels] == []
+    assert [key for key, value in counts.items() if key[1] >= 500 and value > 0 and key[0] != "/readyz"] == []
