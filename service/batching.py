@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,27 +45,31 @@ class _Pending:
 
 
 class BatchCost:
-    """Seconds a batch of n rows takes, as a + b*n, from running averages of past batches.
+    """Seconds a batch of n rows takes, as a + b*n, from the last batches the model ran.
 
-    Two averages are enough: the mean duration of small batches (n <= 2) gives a, and the
-    mean duration per row of larger ones gives b. Until a batch has been measured the
-    estimate is 0: nothing is shed on a guess.
+    a is the median duration of recent small batches (n <= 2), b the median time per row
+    of recent larger ones: medians, so one slow call (a thread's first, with its one-off
+    set-up) does not make the batcher shed for the next minute. Until a batch has been
+    measured the estimate is 0: nothing is shed on a guess.
     """
 
-    def __init__(self, weight: float = 0.05) -> None:
-        self.weight = weight
+    def __init__(self, window: int = 50) -> None:
+        self._small: collections.deque[float] = collections.deque(maxlen=window)
+        self._per_row: collections.deque[float] = collections.deque(maxlen=window)
         self.fixed = 0.0
         self.per_row = 0.0
 
     def observe(self, rows: int, seconds: float) -> None:
         if rows <= 2:
-            self.fixed += self.weight * (seconds - self.fixed) if self.fixed else seconds - self.fixed
+            self._small.append(seconds)
+            self.fixed = statistics.median(self._small)
         else:
-            per_row = max(seconds - self.fixed, 0.0) / rows
-            self.per_row += self.weight * (per_row - self.per_row) if self.per_row else per_row
+            self._per_row.append(max(seconds - self.fixed, 0.0) / rows)
+            self.per_row = statistics.median(self._per_row)
 
-    def seconds(self, rows: int) -> float:
-        return self.fixed + self.per_row * rows
+    def seconds(self, batches: int, rows: int) -> float:
+        """Time for `batches` model calls holding `rows` rows in all."""
+        return self.fixed * batches + self.per_row * rows
 
 
 class ModelBatcher:
@@ -112,8 +117,9 @@ class ModelBatcher:
         """Shed now what would wait too long: the batches queued and running ahead of it."""
         if not self._queue and self._running < self.slots:
             return
+        rows = self._queued_rows + size + self._running * self.max_batch_size  # running: at most full
         batches = self._running + math.ceil((self._queued_rows + size) / self.max_batch_size)
-        if batches / self.slots * self.cost.seconds(self.max_batch_size) > self.max_latency:
+        if self.cost.seconds(batches, rows) / self.slots > self.max_latency:
             raise Overloaded("the server is overloaded; retry later")
 
     def _start_batches(self) -> None:
