@@ -7,11 +7,13 @@ admission: a request whose predicted wait (the rows queued ahead of it, at the m
 measured cost per batch) would exceed max_latency_ms is answered 503 at once instead of
 late; a request that still waited longer when its batch starts is shed then.
 
-Where the model runs (Batching.on_event_loop, chosen by measurement, docs/benchmarks.md):
-cheap sklearn calls run inline on the event loop, as a hand-written async FastAPI route
-does (a hand-off to a thread and back costs more than the call); the CNN runs on its own
-thread, with the next batch formed and queued there (batches_in_flight), because its
-compute releases the GIL and overlaps the event loop's HTTP work.
+Where the model runs (chosen by measurement, docs/benchmarks.md): batches run on the
+model's own thread, with the next one formed and queued there when batches_in_flight is 2
+(the CNN: its compute releases the GIL and overlaps the event loop's HTTP work). A cheap
+sklearn model that is idle runs a request inline on the event loop instead
+(Batching.on_event_loop), as a hand-written async route does: at concurrency 1 the
+hand-off to a thread and back costs more than the call (iris: 16% more requests/s), while
+under load inline batches slowed the loop (iris at c=32: 6% fewer).
 """
 
 from __future__ import annotations
@@ -80,8 +82,8 @@ class ModelBatcher:
         batching = model.spec.batching
         self.max_batch_size = batching.max_batch_size
         self.max_latency = batching.max_latency_ms / 1000
-        self.slots = 1 if batching.on_event_loop else batching.batches_in_flight
-        self.on_event_loop = batching.on_event_loop
+        self.slots = batching.batches_in_flight
+        self.inline_when_idle = batching.on_event_loop
         self.cost = BatchCost()
         self._observe = observe
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -97,7 +99,7 @@ class ModelBatcher:
         if not self.enabled:
             return (await loop.run_in_executor(None, self._run_batch, [rows]))[0]
         size = len(rows)
-        if self.on_event_loop and not self._running and not self._queue and not self._turn_busy:
+        if self.inline_when_idle and not self._running and not self._queue and not self._turn_busy:
             # Idle: run now, no queue, no task, no hand-off. Requests that reach the model
             # later in this turn of the loop queue up and run as one batch.
             self._turn_busy = True
@@ -148,18 +150,13 @@ class ModelBatcher:
     async def _batch(self) -> None:
         parts: list[_Pending] = []
         try:
-            if self.on_event_loop:
-                await asyncio.sleep(0)  # the requests parsed in this turn of the loop join first
             parts = self._take()
             if not parts:
                 return
             inputs = [job.rows for job in parts]
             try:
-                if self.on_event_loop:
-                    outputs: Sequence[Any] = self._timed_batch(inputs)
-                else:
-                    outputs = await asyncio.get_running_loop().run_in_executor(
-                        self._thread, self._timed_batch, inputs)
+                outputs: Sequence[Any] = await asyncio.get_running_loop().run_in_executor(
+                    self._thread, self._timed_batch, inputs)
             except Exception as exc:  # noqa: BLE001 - every caller of the batch re-raises it
                 outputs = [exc] * len(parts)
         finally:

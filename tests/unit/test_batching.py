@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 from sklearn.datasets import load_iris
@@ -40,7 +41,10 @@ class SlowModel:
         return CLASSIFIER.predict_proba(rows)
 
 
-def batcher(predict, observed: list[tuple[int, int]] | None = None, spec: ModelSpec = IRIS) -> ModelBatcher:
+THREADED = replace(IRIS, batching=replace(IRIS.batching, on_event_loop=False))
+
+
+def batcher(predict, observed: list[tuple[int, int]] | None = None, spec: ModelSpec = THREADED) -> ModelBatcher:
     served = ServedModel(spec, "iris:test", {}, predict, "sklearn")
     served.combine = lambda parts: np.concatenate(parts)  # type: ignore[method-assign]  # arrays, not records
     record = observed.append if observed is not None else (lambda _: None)
@@ -89,9 +93,7 @@ def test_a_lone_request_does_not_wait_for_company():
 
 
 def test_overload_is_shed_with_a_503_not_queued_forever():
-    from dataclasses import replace
-
-    tight = replace(IRIS, batching=replace(IRIS.batching, max_latency_ms=100, max_batch_size=4))
+    tight = replace(THREADED, batching=replace(IRIS.batching, max_latency_ms=100, max_batch_size=4))
     loaded = batcher(SlowModel(0.06), spec=tight)
     results = asyncio.run(call_many(loaded, [X[i: i + 1] for i in range(60)]))
     shed = [r for r in results if isinstance(r, Overloaded)]
@@ -123,8 +125,6 @@ def test_a_failing_batch_fails_its_callers_and_the_next_batch_still_runs():
 
 
 def inline_batcher(predict, observed: list[tuple[int, int]] | None = None) -> ModelBatcher:
-    from dataclasses import replace
-
     spec = replace(IRIS, batching=replace(IRIS.batching, on_event_loop=True))
     return batcher(predict, observed, spec)
 
@@ -136,13 +136,14 @@ def test_on_the_event_loop_a_lone_request_runs_at_once_in_the_callers_thread():
     async def sequential() -> None:
         for i in range(10):
             await loaded.predict(X[i: i + 1])
+            await asyncio.sleep(0)  # the next request comes in a later turn of the loop
 
     asyncio.run(sequential())
     assert observed == [(1, 1)] * 10
     assert {thread for _, thread in model.calls} == {threading.current_thread().name}
 
 
-def test_on_the_event_loop_requests_of_one_loop_turn_share_a_call():
+def test_when_idle_inline_requests_of_the_same_loop_turn_share_a_call_on_the_model_thread():
     model, observed = SlowModel(0.0), []
     rows = [X[i: i + 2] for i in range(0, 40, 2)]  # 20 requests of 2 rows, all at once
     results = asyncio.run(call_many(inline_batcher(model, observed), rows))
@@ -150,13 +151,12 @@ def test_on_the_event_loop_requests_of_one_loop_turn_share_a_call():
         np.testing.assert_allclose(probabilities, CLASSIFIER.predict_proba(part))
     assert observed[0] == (1, 2), "the first runs alone, at once"
     assert len(observed) <= 3 and max(requests for requests, _ in observed) >= 10, observed
+    assert [thread for _, thread in model.calls][1:] == ["model-iris_0"] * (len(model.calls) - 1)
 
 
 def test_overload_is_shed_at_admission_so_no_answer_comes_late():
     """Every answer, 200 or 503, within about max_latency plus one model call."""
-    from dataclasses import replace
-
-    tight = replace(IRIS, batching=replace(IRIS.batching, max_latency_ms=100, max_batch_size=4))
+    tight = replace(THREADED, batching=replace(IRIS.batching, max_latency_ms=100, max_batch_size=4))
     loaded = batcher(SlowModel(0.02), spec=tight)
 
     async def timed(i: int) -> tuple[float, object]:
