@@ -46,6 +46,9 @@ class ServedModel:
 
     def combine(self, parts: Sequence[Any]) -> Any:
         """Many requests' rows -> one model input (the adaptive batch)."""
+        if self.spec.task == "tabular" and self.spec.numeric_only:  # no DataFrame per batch
+            names = self.spec.feature_names
+            return np.array([[row[name] for name in names] for part in parts for row in part], dtype=np.float64)
         if self.spec.task == "tabular":
             return records_frame([row for part in parts for row in part], self.spec)
         return np.concatenate(parts) if len(parts) > 1 else parts[0]

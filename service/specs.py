@@ -140,6 +140,11 @@ class ModelSpec:
             schema["image"] = asdict(self.image)
         return schema
 
+    @property
+    def numeric_only(self) -> bool:
+        """Every feature is a number: the model takes a float64 array, not a DataFrame."""
+        return all(isinstance(f, NumericFeature) for f in self.features)
+
     def fingerprint(self) -> str:
         """A hash of the schema: the service refuses a model trained under another one."""
         encoded = json.dumps(self.schema(), sort_keys=True).encode()
@@ -182,6 +187,7 @@ IRIS = ModelSpec(
     ),
     gate=Gate(minimum={"accuracy": 0.95}),
     quick_gate=Gate(minimum={"accuracy": 0.8}),
+    preprocessing_version=2,  # 2: trained on a float64 array (numeric_only), not a DataFrame
     batching=Batching(max_batch_size=64, max_latency_ms=1000, on_event_loop=True),
 )
 
