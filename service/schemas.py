@@ -7,13 +7,15 @@ request validation and training all describe the same inputs.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from service.preprocessing import InvalidInput, typed_frame
 from service.specs import DIGITS, IRIS, KOBE, MALARIA, CategoricalFeature, ModelSpec, NumericFeature
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: the arbiter never needs it
+    import pandas as pd
 
 
 def _field_type(feature: NumericFeature | CategoricalFeature) -> Any:
@@ -65,6 +67,8 @@ def validated_records(records: Iterable[Mapping[str, Any]], spec: ModelSpec) -> 
 
 def validated_frame(records: Iterable[Mapping[str, Any]], spec: ModelSpec) -> pd.DataFrame:
     """Validated records as the model's typed frame."""
+    import pandas as pd
+
     return typed_frame(pd.DataFrame.from_records(validated_records(records, spec), columns=spec.feature_names), spec)
 
 Pixels = Annotated[list[Annotated[float, Field(ge=0, le=16, allow_inf_nan=False)]],
