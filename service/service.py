@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import bentoml
 import numpy as np
 from fastapi import FastAPI, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from service import v2
 from service.batching import ModelBatcher, Overloaded
@@ -252,11 +252,11 @@ class ModelServing:
         return self._v2_call(name, version, lambda model: {"name": name, "ready": True})
 
     @info_app.post("/v2/models/{name}/infer")
-    async def v2_infer(self, name: str, request: Request) -> JSONResponse:
+    async def v2_infer(self, name: str, request: Request) -> Response:
         return await self._v2_infer(name, None, request)
 
     @info_app.post("/v2/models/{name}/versions/{version}/infer")
-    async def v2_version_infer(self, name: str, version: str, request: Request) -> JSONResponse:
+    async def v2_version_infer(self, name: str, version: str, request: Request) -> Response:
         return await self._v2_infer(name, version, request)
 
     def _v2_batcher(self, name: str, version: str | None) -> ModelBatcher:
@@ -277,17 +277,19 @@ class ModelServing:
         except v2.ProtocolError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
 
-    async def _v2_infer(self, name: str, version: str | None, request: Request) -> JSONResponse:
+    async def _v2_infer(self, name: str, version: str | None, request: Request) -> Response:
         try:
             batcher = self._v2_batcher(name, version)
-            if "inference-header-content-length" in request.headers:
-                raise v2.ProtocolError(400, "the binary tensor data extension is not supported: send JSON data")
-            body = await v2.read_json(request)
+            body = await v2.read_request(request)
             spec = batcher.model.spec
             outputs = v2.requested_outputs(body) if isinstance(body, dict) else []
             _, rows = v2.rows_from_request(spec, body)
             probabilities = await batcher.predict(rows)
-            return JSONResponse(v2.response(spec, batcher.model.tag.split(":")[1], body, probabilities, outputs))
+            content, header_length = v2.response(spec, batcher.model.tag.split(":")[1], body, probabilities, outputs)
+            if header_length is None:
+                return Response(content, media_type="application/json")
+            return Response(content, media_type="application/octet-stream",
+                            headers={"Inference-Header-Content-Length": str(header_length)})
         except v2.ProtocolError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         except Overloaded as exc:

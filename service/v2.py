@@ -9,11 +9,19 @@ Tensor choices, derived from the model specs:
   `pixels` UINT8/FP32 [N, H, W, C] of intensities 0-255 in the model's size and colour
   mode (the server applies the model's scaling).
 Outputs: `label` BYTES [N] and `probabilities` FP32/FP64 [N, classes].
+
+The binary tensor data extension (what tritonclient and the KServe SDK send by default):
+with an `Inference-Header-Content-Length: L` header, the body's first L bytes are the JSON
+request and the rest holds the inputs that carry `parameters.binary_data_size`, in order:
+little-endian row-major values, BYTES as 4-byte little-endian lengths each followed by its
+bytes (for images: the encoded file itself, not base64). Outputs are sent the same way
+when the request asks (`parameters.binary_data_output`, or `binary_data` on an output).
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +36,9 @@ from service.specs import CategoricalFeature, ModelSpec
 
 NUMERIC_TYPES = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 INTEGER_TYPES = {t for t in NUMERIC_TYPES if "INT" in t}
+BINARY_DTYPES = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT8": "<i1", "INT16": "<i2", "INT32": "<i4",
+                 "INT64": "<i8", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}
+HEADER_LENGTH = "inference-header-content-length"
 OUTPUTS = ("label", "probabilities")
 
 
@@ -84,7 +95,7 @@ def _flat(tensor: dict[str, Any]) -> tuple[str, str, list[int], list[Any]]:
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise ProtocolError(400, f"input {name!r}: shape {shape} must be non-negative integers")
     if "data" not in tensor:
-        raise ProtocolError(400, f"input {name!r}: no data (the binary extension is not supported)")
+        raise ProtocolError(400, f"input {name!r}: no data (nor binary_data_size with the binary extension)")
     if not isinstance(tensor["data"], list):
         raise ProtocolError(400, f"input {name!r}: data must be a list")
     data = _row_major(name, tensor["data"], len(shape))
@@ -92,7 +103,7 @@ def _flat(tensor: dict[str, Any]) -> tuple[str, str, list[int], list[Any]]:
         raise ProtocolError(400, f"input {name!r}: shape {shape} holds {math.prod(shape)} values, "
                                  f"data has {len(data)}")
     if datatype == "BYTES":
-        if not all(isinstance(v, str) for v in data):
+        if not all(isinstance(v, (str, bytes)) for v in data):  # bytes: from the binary extension
             raise ProtocolError(400, f"input {name!r}: BYTES data must be strings")
     elif datatype in NUMERIC_TYPES:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
@@ -124,8 +135,9 @@ def _row_major(name: str, data: list[Any], dimensions: int) -> list[Any]:
     return flat
 
 
-async def read_json(request: Request) -> Any:
-    """The request's JSON body; 400 if it is not JSON or nested too deeply.
+async def read_request(request: Request) -> Any:
+    """The request's JSON, with binary inputs (the binary tensor data extension) decoded into
+    their `data`; 400 if it is not JSON, nested too deeply, or its binary part is wrong.
 
     pydantic-core's parser stops at a fixed depth with an error (the standard library's
     raises RecursionError, a 500, on a body nested 1,000 deep) and refuses NaN/Infinity.
@@ -134,10 +146,68 @@ async def read_json(request: Request) -> Any:
         raw = await request.body()
     except ClientDisconnect:
         raise ProtocolError(CLIENT_CLOSED_REQUEST, "the client closed the connection") from None
+    declared = request.headers.get(HEADER_LENGTH)
+    length = len(raw) if declared is None else _header_length(declared, len(raw))
     try:
-        return pydantic_core.from_json(raw, allow_inf_nan=False)
+        body = pydantic_core.from_json(raw[:length], allow_inf_nan=False)
     except ValueError as exc:
         raise ProtocolError(400, f"malformed JSON: {exc}") from None
+    if declared is not None:
+        _attach_binary_inputs(body, memoryview(raw)[length:])
+    return body
+
+
+def _header_length(declared: str, body_length: int) -> int:
+    if not declared.isdigit() or int(declared) > body_length:
+        raise ProtocolError(400, f"{HEADER_LENGTH} must be a byte count within the body ({body_length} bytes), "
+                                 f"got {declared[:40]!r}")
+    return int(declared)
+
+
+def _attach_binary_inputs(body: Any, binary: memoryview) -> None:
+    """Give each input that names a binary_data_size its slice of the binary part, decoded."""
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    if not isinstance(inputs, list):
+        return  # refused with its reason by rows_from_request
+    offset = 0
+    for tensor in inputs:
+        parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is None:
+            continue
+        name = tensor.get("name")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
+            raise ProtocolError(400, f"input {name!r}: binary_data_size {size!r} does not fit the "
+                                     f"{len(binary) - offset} binary bytes left")
+        if "data" in tensor:
+            raise ProtocolError(400, f"input {name!r}: both data and binary_data_size given")
+        tensor["data"] = _decode(name, tensor.get("datatype"), binary[offset:offset + size])
+        offset += size
+    if offset != len(binary):
+        raise ProtocolError(400, f"{len(binary) - offset} binary bytes after the last binary input")
+
+
+def _decode(name: Any, datatype: Any, chunk: memoryview) -> list[Any]:
+    if datatype == "BYTES":
+        elements, offset = [], 0
+        while offset < len(chunk):
+            if offset + 4 > len(chunk):
+                raise ProtocolError(400, f"input {name!r}: BYTES element length cut short")
+            (length,) = struct.unpack_from("<I", chunk, offset)
+            if offset + 4 + length > len(chunk):
+                raise ProtocolError(400, f"input {name!r}: a BYTES element runs past binary_data_size")
+            elements.append(bytes(chunk[offset + 4:offset + 4 + length]))
+            offset += 4 + length
+        return elements
+    dtype = BINARY_DTYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise ProtocolError(400, f"input {name!r}: unsupported datatype {datatype!r}")
+    if len(chunk) % np.dtype(dtype).itemsize:
+        raise ProtocolError(400, f"input {name!r}: {len(chunk)} bytes is not a whole number of {datatype}")
+    values = np.frombuffer(chunk, dtype=dtype)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise ProtocolError(400, f"input {name!r}: NaN or infinity")
+    return values.tolist()
 
 
 def rows_from_request(spec: ModelSpec, body: Any) -> tuple[str, Any]:
@@ -195,7 +265,16 @@ def _records(spec: ModelSpec, tensors: dict[str, tuple[str, list[int], list[Any]
     (rows,) = lengths
     if rows > spec.max_records_per_call:
         raise ProtocolError(400, f"at most {spec.max_records_per_call} rows per call, got {rows}")
-    return _validated([{name: tensors[name][2][i] for name in spec.feature_names} for i in range(rows)], spec)
+    columns = {name: _text(name, tensors[name][2]) for name in spec.feature_names}
+    return _validated([{name: columns[name][i] for name in spec.feature_names} for i in range(rows)], spec)
+
+
+def _text(name: str, data: list[Any]) -> list[Any]:
+    """BYTES elements of the binary extension as text (categories); other data as it is."""
+    try:
+        return [v.decode() if isinstance(v, bytes) else v for v in data]
+    except UnicodeDecodeError:
+        raise ProtocolError(400, f"input {name!r}: BYTES elements must be UTF-8 text") from None
 
 
 def _validated(records: list[dict[str, Any]], spec: ModelSpec) -> list[dict[str, Any]]:
@@ -213,8 +292,9 @@ def _image_rows(spec: ModelSpec, tensors: dict[str, tuple[str, list[int], list[A
         datatype, shape, data = tensors["image"]
         if datatype != "BYTES" or len(shape) != 1 or not 1 <= shape[0] <= spec.max_records_per_call:
             raise ProtocolError(400, f"input 'image' must be BYTES [N], 1 <= N <= {spec.max_records_per_call}")
-        try:
-            return images_to_rows(spec, decode_base64(data))
+        try:  # base64 text in JSON, the file itself with the binary extension
+            encoded = [v if isinstance(v, bytes) else decode_base64([v])[0] for v in data]
+            return images_to_rows(spec, encoded)
         except InvalidInput as exc:
             raise ProtocolError(400, str(exc)) from None
     datatype, shape, data = tensors["pixels"]
@@ -246,19 +326,47 @@ def requested_outputs(body: dict[str, Any]) -> list[str]:
 
 
 def response(spec: ModelSpec, version: str, body: dict[str, Any], probabilities: np.ndarray,
-             outputs: list[str]) -> dict[str, Any]:
+             outputs: list[str]) -> tuple[bytes, int | None]:
+    """(body, JSON header length): the length is None for a plain JSON answer, else the
+    value of the answer's Inference-Header-Content-Length (binary outputs follow the JSON)."""
     datatype = "FP32" if probabilities.dtype == np.float32 else "FP64"
-    tensors = []
+    binary = _binary_outputs(body)
+    tensors, chunks = [], []
     for name in outputs:
         if name == "label":
             labels = [spec.class_names[i] for i in probabilities.argmax(axis=1)]
-            tensors.append({"name": "label", "datatype": "BYTES", "shape": [len(labels)], "data": labels})
+            tensor: dict[str, Any] = {"name": "label", "datatype": "BYTES", "shape": [len(labels)]}
+            values: Any = labels
+            encoded = b"".join(struct.pack("<I", len(t)) + t for t in (label.encode() for label in labels))
         else:
-            tensors.append({"name": "probabilities", "datatype": datatype, "shape": list(probabilities.shape),
-                            "data": probabilities.reshape(-1).tolist()})
+            tensor = {"name": "probabilities", "datatype": datatype, "shape": list(probabilities.shape)}
+            values = probabilities.reshape(-1).tolist() if name not in binary else None
+            encoded = probabilities.astype(BINARY_DTYPES[datatype]).tobytes()
+        if name in binary:
+            tensor["parameters"] = {"binary_data_size": len(encoded)}
+            chunks.append(encoded)
+        else:
+            tensor["data"] = values
+        tensors.append(tensor)
     answer: dict[str, Any] = {"model_name": spec.name, "model_version": version, "outputs": tensors}
     if "id" in body:
         answer["id"] = body["id"]
     if isinstance(body.get("parameters"), dict):
         answer["parameters"] = body["parameters"]
-    return answer
+    header = pydantic_core.to_json(answer)
+    if not chunks:
+        return header, None
+    return header + b"".join(chunks), len(header)
+
+
+def _binary_outputs(body: dict[str, Any]) -> set[str]:
+    """The outputs to send as binary: every one with binary_data_output, else those marked."""
+    parameters = body.get("parameters")
+    if isinstance(parameters, dict) and parameters.get("binary_data_output") is True:
+        return set(OUTPUTS)
+    chosen = set()
+    for output in body.get("outputs") or []:
+        marks = output.get("parameters")
+        if isinstance(marks, dict) and marks.get("binary_data") is True:
+            chosen.add(output["name"])
+    return chosen

@@ -84,46 +84,66 @@ def test_kobe_by_named_feature_tensors_matches_the_model(server, settings):
     assert outputs["label"]["data"] == [KOBE.class_names[i] for i in expected.argmax(axis=1)]
 
 
-def test_independent_v2_client_drives_every_model(server, settings, malaria_image_paths):
+def triton_answers(server, settings, malaria_image_paths, binary: bool) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(labels, probabilities) per model from tritonclient: with its defaults (binary inputs,
+    outputs not named, so all of them come back binary) or, binary=False, plain JSON."""
     import tritonclient.http as triton
     from sklearn.datasets import load_digits
 
     client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
     assert client.is_server_live() and client.is_server_ready()
-    outputs = [triton.InferRequestedOutput(n, binary_data=False) for n in ("label", "probabilities")]
+    outputs = None if binary else [triton.InferRequestedOutput(n, binary_data=False)
+                                   for n in ("label", "probabilities")]
 
     def run(model: str, inputs: list) -> tuple[np.ndarray, np.ndarray]:
         assert client.is_model_ready(model)
         result = client.infer(model, inputs, outputs=outputs, request_id="t1")
         assert result.get_response()["id"] == "t1"
-        return result.as_numpy("label"), result.as_numpy("probabilities")
+        labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label").tolist()]
+        return np.array(labels), result.as_numpy("probabilities")
 
     def tensor(name: str, array: np.ndarray, datatype: str):
         value = triton.InferInput(name, list(array.shape), datatype)
-        value.set_data_from_numpy(array, binary_data=False)
+        if binary:
+            value.set_data_from_numpy(array)  # the client's default: binary_data=True
+        else:
+            value.set_data_from_numpy(array, binary_data=False)
         return value
 
-    labels, probabilities = run("iris", [tensor("input", np.array(IRIS_ROWS, dtype=np.float32), "FP32")])
-    assert [str(label, "utf-8") if isinstance(label, bytes) else label for label in labels] == ["setosa", "virginica"]
-
-    pixels = load_digits().data[:5].astype(np.float32)
-    _, digit_probabilities = run("digits", [tensor("input", pixels, "FP32")])
-    assert (digit_probabilities.argmax(axis=1) == load_digits().target[:5]).mean() >= 0.8
-
+    answers = {"iris": run("iris", [tensor("input", np.array(IRIS_ROWS, dtype=np.float32), "FP32")])}
+    answers["digits"] = run("digits", [tensor("input", load_digits().data[:5].astype(np.float32), "FP32")])
     shots = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_dev.parquet").head(3)
     kobe_inputs = []
     for feature in KOBE.features:
         text = isinstance(shots[feature.name].iloc[0], str)
         column = shots[feature.name].to_numpy(dtype=object if text else np.int64)
         kobe_inputs.append(tensor(feature.name, column, "BYTES" if text else "INT64"))
-    _, kobe_probabilities = run("kobe", kobe_inputs)
-    assert kobe_probabilities.shape == (3, 2)
+    answers["kobe"] = run("kobe", kobe_inputs)
+    files = [p.read_bytes() for p in malaria_image_paths["Parasitized"][:3]]
+    # JSON carries BYTES as text (base64); the binary extension carries the files themselves.
+    images = np.array(files if binary else [base64.b64encode(f) for f in files], dtype=object)
+    answers["malaria"] = run("malaria", [tensor("image", images, "BYTES")])
+    return answers
 
-    images = np.array([base64.b64encode(p.read_bytes()) for p in malaria_image_paths["Parasitized"][:3]], dtype=object)
-    malaria_labels, malaria_probabilities = run("malaria", [tensor("image", images, "BYTES")])
-    assert malaria_probabilities.shape == (3, 2) and malaria_probabilities.dtype == np.float32
-    metadata = client.get_model_metadata("malaria")
-    assert {i["name"] for i in metadata["inputs"]} == {"image", "pixels"}
+
+@pytest.mark.parametrize("binary", [True, False], ids=["client-defaults-binary", "json"])
+def test_independent_v2_client_drives_every_model(server, settings, malaria_image_paths, binary):
+    from sklearn.datasets import load_digits
+
+    answers = triton_answers(server, settings, malaria_image_paths, binary)
+    assert answers["iris"][0].tolist() == ["setosa", "virginica"]
+    assert (answers["digits"][1].argmax(axis=1) == load_digits().target[:5]).mean() >= 0.8
+    assert answers["kobe"][1].shape == (3, 2)
+    assert answers["malaria"][1].shape == (3, 2) and answers["malaria"][1].dtype == np.float32
+
+
+def test_binary_and_json_requests_give_the_same_answers(server, settings, malaria_image_paths):
+    """Metamorphic: the same tensors, sent binary or as JSON, give identical answers."""
+    binary = triton_answers(server, settings, malaria_image_paths, binary=True)
+    plain = triton_answers(server, settings, malaria_image_paths, binary=False)
+    for model in binary:
+        assert binary[model][0].tolist() == plain[model][0].tolist(), model
+        np.testing.assert_array_equal(binary[model][1], plain[model][1], err_msg=model)
 
 
 def test_pixels_tensor_equals_the_encoded_image(server, malaria_image_paths):
@@ -194,10 +214,43 @@ def test_protocol_errors_are_4xx_with_an_error_string(server, settings, case):
     assert set(answer) == {"error"} and isinstance(answer["error"], str) and fragment in answer["error"]
 
 
-def test_malformed_json_and_binary_extension_are_refused(server):
+BINARY_ERRORS = {  # (JSON header, binary part, declared header length or None for the real one, fragment)
+    "header length beyond the body": (b"{}", b"", "99", "within the body"),
+    "header length not a number": (b"{}", b"", "-1", "byte count"),
+    "binary size beyond the data": (
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 32}}]},
+        np.array(IRIS_ROWS[0], dtype="<f4").tobytes(), None, "does not fit"),
+    "bytes left over": (
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}}]},
+        np.array(IRIS_ROWS[0], dtype="<f4").tobytes() + b"xx", None, "after the last binary input"),
+    "not whole values": (
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 15}}]},
+        np.array(IRIS_ROWS[0], dtype="<f4").tobytes()[:15], None, "whole number"),
+    "data and binary both": (
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": IRIS_ROWS[0],
+                     "parameters": {"binary_data_size": 16}}]},
+        np.array(IRIS_ROWS[0], dtype="<f4").tobytes(), None, "both data and binary_data_size"),
+    "NaN in binary": (
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 16}}]},
+        np.array([5.1, np.nan, 1.4, 0.2], dtype="<f4").tobytes(), None, "NaN"),
+    "BYTES element cut short": (
+        {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 6}}]},
+        b"\x10\x00\x00\x00ab", None, "runs past"),
+}
+
+
+def test_malformed_json_is_refused(server):
     response = requests.post(f"{server.url}/v2/models/iris/infer", data=b"{not json",
                              headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and "malformed JSON" in response.json()["error"]
-    response = requests.post(f"{server.url}/v2/models/iris/infer", data=b"{}",
-                             headers={"Inference-Header-Content-Length": "2"})
-    assert response.status_code == 400 and "binary" in response.json()["error"]
+
+
+@pytest.mark.parametrize("case", list(BINARY_ERRORS))
+def test_malformed_binary_requests_are_400_with_the_reason(server, case):
+    header, binary, declared, fragment = BINARY_ERRORS[case]
+    header = header if isinstance(header, bytes) else json.dumps(header).encode()
+    model = "malaria" if "BYTES" in case else "iris"
+    response = requests.post(f"{server.url}/v2/models/{model}/infer", data=header + binary,
+                             headers={"Inference-Header-Content-Length": declared or str(len(header))})
+    assert response.status_code == 400, response.text
+    assert fragment in response.json()["error"]
