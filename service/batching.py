@@ -94,11 +94,15 @@ class ChainedCorkDispatcher(CorkDispatcher):
 
 
 class ModelBatcher:
-    def __init__(self, model: ServedModel, observe: Callable[[str, int, int], None], enabled: bool = True) -> None:
+    def __init__(self, model: ServedModel, observe: Callable[[str, int, int], None], enabled: bool = True,
+                 after_batch: Callable[[Sequence[Any], np.ndarray], None] | None = None) -> None:
         self.model = model
         self.enabled = enabled
         """False: every request is its own model call (for benchmarks and comparisons)."""
         self._observe = observe
+        self._after_batch = after_batch
+        """Called with (each request's rows, the probabilities) on the model's thread once the
+        batch's callers have their answers (the drift monitor)."""
         self._dispatch: Callable[[Any], Any] | None = None
         # Batches run one after another on the model's own thread, in the order they formed.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{model.spec.name}")
@@ -125,4 +129,6 @@ class ModelBatcher:
         sizes = [len(part) for part in parts]
         self._observe(self.model.spec.name, len(parts), sum(sizes))
         probabilities = self.model.predict_proba(self.model.combine(parts))
+        if self._after_batch is not None:  # queued behind this batch: off its callers' path
+            self._thread.submit(self._after_batch, parts, probabilities)
         return np.split(probabilities, np.cumsum(sizes)[:-1])
