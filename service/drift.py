@@ -199,6 +199,7 @@ class DriftReport(BaseModel):
     drifted: bool = Field(description="any feature or the prediction distribution drifted")
     window: int = Field(description="rows in the window (the most recent ones)")
     window_size: int = Field(description="rows the window holds at most (DRIFT_WINDOW)")
+    rows_seen: int = Field(description="rows observed since the service started")
     minimum_rows: int = Field(description="rows needed before any verdict")
     method: str = Field("psi", description="the statistic: Population Stability Index")
     features: list[FeatureDrift]
@@ -281,8 +282,8 @@ class DriftMonitor:
         rows, statistics = self.statistics()
         judged = [column(name, value) for name, value in zip([*self.names, "prediction"], statistics, strict=True)]
         return DriftReport(model=self.spec.name, drifted=any(c.drifted for c in judged), window=rows,
-                           window_size=self.window_size, minimum_rows=MIN_ROWS, features=judged[:-1],
-                           prediction=judged[-1])
+                           window_size=self.window_size, rows_seen=self._seen, minimum_rows=MIN_ROWS,
+                           features=judged[:-1], prediction=judged[-1])
 
 
 def column(name: str, statistic: float) -> FeatureDrift:

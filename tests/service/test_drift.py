@@ -1,0 +1,137 @@
+"""Drift monitoring over real HTTP: real rows replayed into a server with a small window."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from PIL import Image, ImageOps
+
+from service.drift import MIN_ROWS, PSI_THRESHOLD
+from service.specs import MALARIA, SPECS
+from tests.servers import Server
+
+pytestmark = pytest.mark.slow
+
+WINDOW = 300
+"""DRIFT_WINDOW of the test server: above MIN_ROWS, small enough to replay quickly."""
+
+
+@pytest.fixture(scope="module")
+def drift_server(quick_models) -> Iterator[Server]:
+    server = Server({"DRIFT_WINDOW": str(WINDOW)})
+    try:
+        server.wait("/readyz")
+        yield server
+    finally:
+        server.stop()
+
+
+def report_after(server: Server, model: str, rows_seen: int) -> dict:
+    """The drift report once the monitor has taken in rows_seen rows (it runs after each
+    batch's answers are sent, so a moment after the last response)."""
+    deadline = time.monotonic() + 10
+    while True:
+        response = requests.get(f"{server.url}/models/{model}/drift")
+        assert response.status_code == 200, response.text
+        report = response.json()
+        if report["rows_seen"] >= rows_seen or time.monotonic() > deadline:
+            assert report["rows_seen"] == rows_seen
+            return report
+        time.sleep(0.05)
+
+
+def flagged(report: dict) -> set[str]:
+    return {f["name"] for f in report["features"] if f["drifted"]}
+
+
+def send_kobe(server: Server, raw: pd.DataFrame) -> None:
+    rows = json.loads(raw.to_json(orient="records"))  # raw Kaggle rows, NaN -> null
+    for start in range(0, len(rows), 50):
+        response = requests.post(f"{server.url}/kobe", json={"records": rows[start:start + 50]})
+        assert response.status_code == 200, response.text
+
+
+def send_malaria(server: Server, images: list[bytes]) -> None:
+    step = MALARIA.max_records_per_call
+    for start in range(0, len(images), step):
+        encoded = [base64.b64encode(data).decode() for data in images[start:start + step]]
+        response = requests.post(f"{server.url}/malaria/base64", json={"images": encoded})
+        assert response.status_code == 200, response.text
+
+
+def test_kobe_dev_shots_do_not_drift_and_prod_three_pointers_do(drift_server, settings):
+    folder = settings.data_dir / "kobe"
+    # A random sample: the file runs season by season, and a window of one season would
+    # rightly show drift in `season`.
+    dev = pd.read_parquet(folder / "dataset_kobe_dev.parquet").sample(WINDOW, random_state=1)
+    send_kobe(drift_server, dev)
+    report = report_after(drift_server, "kobe", WINDOW)
+    assert report["window"] == WINDOW and report["window_size"] == WINDOW
+    assert not report["drifted"], flagged(report)
+    assert all(0 <= f["statistic"] < PSI_THRESHOLD for f in report["features"])
+
+    prod = pd.read_parquet(folder / "dataset_kobe_prod.parquet").sample(WINDOW, random_state=1)
+    send_kobe(drift_server, prod)
+    report = report_after(drift_server, "kobe", 2 * WINDOW)
+    assert report["drifted"] and report["window"] == WINDOW
+    assert {"shot_distance", "shot_zone_basic", "shot_zone_range"} <= flagged(report)
+    assert not flagged(report) & {"period", "playoffs", "opponent"}  # the game context did not change
+
+    metrics = requests.get(f"{drift_server.url}/metrics").text
+    value = re.search(r'model_input_drift\{[^}]*feature="shot_distance"[^}]*model="kobe"[^}]*\} (\S+)', metrics)
+    assert value and float(value.group(1)) > PSI_THRESHOLD, metrics[:2000]
+    assert re.search(r'model_drift_window_rows\{[^}]*model="kobe"[^}]*\} 300(\.0)?\b', metrics)
+    assert re.search(r'model_prediction_drift\{[^}]*model="kobe"[^}]*\} \S+', metrics)
+
+
+def random_cells(settings, count: int) -> list[Path]:
+    """Cell images drawn at random over every slide (file names group them by slide)."""
+    root = settings.data_dir / "malaria" / "cell_images"
+    files = sorted(p for c in MALARIA.class_names for p in (root / c).glob("*.png"))
+    return [files[i] for i in np.random.default_rng(2).choice(len(files), count, replace=False)]
+
+
+def inverted(data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    ImageOps.invert(Image.open(io.BytesIO(data)).convert("RGB")).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_malaria_cells_do_not_drift_and_inverted_cells_do(drift_server, settings):
+    cells = [path.read_bytes() for path in random_cells(settings, WINDOW)]
+    send_malaria(drift_server, cells)
+    report = report_after(drift_server, "malaria", WINDOW)
+    assert not report["drifted"], report
+
+    send_malaria(drift_server, [inverted(data) for data in cells])
+    report = report_after(drift_server, "malaria", 2 * WINDOW)
+    assert report["drifted"]
+    assert {"image_mean", "image_dark_fraction"} <= flagged(report), report
+
+
+def test_no_verdict_before_the_minimum_and_404_for_unknown_models(drift_server):
+    report = requests.get(f"{drift_server.url}/models/iris/drift").json()  # nothing sent to iris here
+    assert report["window"] == 0 and report["minimum_rows"] == MIN_ROWS and not report["drifted"]
+    assert all(f["statistic"] is None for f in [*report["features"], report["prediction"]])
+    assert [f["name"] for f in report["features"]] == SPECS["iris"].feature_names
+    response = requests.get(f"{drift_server.url}/models/nope/drift")
+    assert response.status_code == 404 and "unknown model 'nope'" in response.text
+
+
+def test_openapi_describes_the_drift_report(drift_server):
+    document = requests.get(f"{drift_server.url}/docs.json").json()
+    operation = document["paths"]["/models/{name}/drift"]["get"]
+    reference = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    report = document["components"]["schemas"][reference.split("/")[-1]]
+    assert {"drifted", "window", "features", "prediction"} <= set(report["properties"])
+    assert report["properties"]["drifted"]["type"] == "boolean"
