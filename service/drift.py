@@ -184,12 +184,19 @@ class Profile:
         return cls.from_json(metadata["drift_profile"])
 
 
+class Bin(BaseModel):
+    label: str = Field(description="a value range ('[a, b)'), a category, '(other)', '(unseen)' or a class")
+    reference: float = Field(description="share of the training rows in this bin")
+    recent: float = Field(description="share of the window's rows in this bin")
+
+
 class FeatureDrift(BaseModel):
     name: str = Field(description="feature (or image statistic) name; 'prediction' for the predicted class")
     statistic: float | None = Field(description="PSI of the window against the training profile; "
                                                 "null until the window holds minimum_rows rows")
     threshold: float = Field(description="PSI above which the column counts as drifted")
     drifted: bool
+    bins: list[Bin] = Field(description="where the shares moved: the reference and recent share of each bin")
 
 
 class DriftReport(BaseModel):
@@ -228,6 +235,8 @@ class DriftMonitor:
         self._seen = 0
         self._lock = threading.Lock()  # observe() on the model's thread, report() on the event loop
         self._publish = publish
+        if publish is not None:  # the series exist from the start, before any traffic
+            publish(spec.name, self.names, np.full(len(sizes), np.nan), 0)
 
     @property
     def window_size(self) -> int:
@@ -263,33 +272,37 @@ class DriftMonitor:
     def _tally(self, bins: np.ndarray) -> np.ndarray:
         return np.bincount((bins + self._offsets).ravel(), minlength=len(self._counts))
 
+    def _snapshot(self) -> tuple[int, int, np.ndarray]:
+        """(rows in the window, rows seen, share of the window in each bin (columns, bins))."""
+        with self._lock:
+            rows, seen, counts = min(self._seen, len(self._ring)), self._seen, self._counts.copy()
+        return rows, seen, counts.reshape(self._reference.shape) / max(rows, 1)
+
     def statistics(self) -> tuple[int, np.ndarray]:
         """(rows in the window, PSI of each feature then of the prediction; NaN before MIN_ROWS)."""
-        with self._lock:
-            rows, counts = min(self._seen, len(self._ring)), self._counts.copy()
-        if rows < MIN_ROWS:
-            return rows, np.full(len(self._reference), np.nan)
-        return rows, psi(self._reference, counts.reshape(self._reference.shape) / rows)
-
-    def current_shares(self) -> dict[str, np.ndarray]:
-        """Share of the window's rows in each bin, by column (for plots)."""
-        with self._lock:
-            rows, counts = max(min(self._seen, len(self._ring)), 1), self._counts.copy()
-        shares_ = counts.reshape(self._reference.shape) / rows
-        return {f.name: shares_[i, :f.n_bins] for i, f in enumerate(self.profile.features)}
+        rows, _, current = self._snapshot()
+        return rows, _judged_psi(rows, self._reference, current)
 
     def report(self) -> DriftReport:
-        rows, statistics = self.statistics()
-        judged = [column(name, value) for name, value in zip([*self.names, "prediction"], statistics, strict=True)]
+        rows, seen, current = self._snapshot()
+        statistics = _judged_psi(rows, self._reference, current)
+        labels = [*(f.bin_labels() for f in self.profile.features), list(self.spec.class_names)]
+        judged = [
+            FeatureDrift(name=name, statistic=None if np.isnan(value) else float(value), threshold=PSI_THRESHOLD,
+                         drifted=bool(value > PSI_THRESHOLD),  # NaN compares False: no verdict
+                         bins=[Bin(label=label, reference=float(reference), recent=float(recent))
+                               for label, reference, recent in zip(names, self._reference[i], current[i],
+                                                                   strict=False)])
+            for i, (name, value, names) in enumerate(zip([*self.names, "prediction"], statistics, labels,
+                                                         strict=True))
+        ]
         return DriftReport(model=self.spec.name, drifted=any(c.drifted for c in judged), window=rows,
-                           window_size=self.window_size, rows_seen=self._seen, minimum_rows=MIN_ROWS,
+                           window_size=self.window_size, rows_seen=seen, minimum_rows=MIN_ROWS,
                            features=judged[:-1], prediction=judged[-1])
 
 
-def column(name: str, statistic: float) -> FeatureDrift:
-    known = not np.isnan(statistic)
-    return FeatureDrift(name=name, statistic=float(statistic) if known else None, threshold=PSI_THRESHOLD,
-                        drifted=known and statistic > PSI_THRESHOLD)
+def _judged_psi(rows: int, reference: np.ndarray, current: np.ndarray) -> np.ndarray:
+    return psi(reference, current) if rows >= MIN_ROWS else np.full(len(reference), np.nan)
 
 
 class DriftGauges:

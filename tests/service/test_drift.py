@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,7 @@ from PIL import Image, ImageOps
 
 from service.drift import MIN_ROWS, PSI_THRESHOLD
 from service.specs import MALARIA, SPECS
-from tests.servers import Server
+from tests.servers import Server, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +91,7 @@ def test_kobe_dev_shots_do_not_drift_and_prod_three_pointers_do(drift_server, se
     assert not flagged(report) & {"period", "playoffs", "opponent"}  # the game context did not change
 
     metrics = requests.get(f"{drift_server.url}/metrics").text
+    Path("/tmp/drift-metrics.txt").write_text(metrics)  # SCRATCH
     value = re.search(r'model_input_drift\{[^}]*feature="shot_distance"[^}]*model="kobe"[^}]*\} (\S+)', metrics)
     assert value and float(value.group(1)) > PSI_THRESHOLD, metrics[:2000]
     assert re.search(r'model_drift_window_rows\{[^}]*model="kobe"[^}]*\} 300(\.0)?\b', metrics)
@@ -135,3 +139,36 @@ def test_openapi_describes_the_drift_report(drift_server):
     report = document["components"]["schemas"][reference.split("/")[-1]]
     assert {"drifted", "window", "features", "prediction"} <= set(report["properties"])
     assert report["properties"]["drifted"]["type"] == "boolean"
+
+
+def test_a_real_prometheus_scrapes_the_drift_gauges(drift_server, settings, tmp_path):
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        pytest.skip("no prometheus binary (Debian: apt-get install prometheus; .ci/run does as root)")
+    prod = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_prod.parquet").sample(WINDOW, random_state=2)
+    send_kobe(drift_server, prod)
+    config = {"global": {"scrape_interval": "1s"},
+              "scrape_configs": [{"job_name": "model-serving",
+                                  "static_configs": [{"targets": [f"127.0.0.1:{drift_server.port}"]}]}]}
+    (tmp_path / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    port = free_port()
+    process = subprocess.Popen(
+        [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"))
+    try:
+        query = 'model_input_drift{model="kobe",feature="shot_distance"} > 0.2'
+        results: list = []
+        deadline = time.monotonic() + 60
+        while not results and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with contextlib.suppress(requests.RequestException):
+                answer = requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": query}, timeout=5)
+                results = answer.json()["data"]["result"] if answer.ok else []
+        assert results, (tmp_path / "prometheus.log").read_text()[-2000:]
+        windows = requests.get(f"http://127.0.0.1:{port}/api/v1/query",
+                               params={"query": "model_drift_window_rows"}).json()["data"]["result"]
+        assert {r["metric"]["model"] for r in windows} == set(SPECS)  # every model, traffic or not
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -175,3 +175,27 @@ def test_drift_window_from_the_environment(monkeypatch):
         monkeypatch.setenv("DRIFT_WINDOW", bad)
         with pytest.raises(ValueError, match="DRIFT_WINDOW"):
             drift.configured_window()
+
+
+def test_the_report_shows_where_the_shares_moved():
+    monitor = kobe_monitor(window=400)
+    replay(monitor, kobe_frame(400, seed=3, distance=(22, 30)))
+    report = monitor.report()
+    distance = next(f for f in report.features if f.name == "shot_distance")
+    assert [b.label for b in distance.bins] == monitor.profile.features[10].bin_labels()
+    assert sum(b.reference for b in distance.bins) == pytest.approx(1.0)
+    assert distance.bins[-1].recent == 1.0  # every recent shot beyond the training's top decile
+    assert [b.label for b in report.prediction.bins] == list(KOBE.class_names)
+    zone = next(f for f in report.features if f.name == "shot_zone_basic")
+    assert [b.label for b in zone.bins][-2:] == [drift.OTHER, drift.UNSEEN]
+
+
+def test_the_plot_draws_the_flagged_features(tmp_path):
+    pytest.importorskip("matplotlib")
+    from loadtests.drift_plot import plot
+
+    monitor = kobe_monitor(window=400)
+    replay(monitor, kobe_frame(400, seed=3, distance=(22, 30)))
+    out = tmp_path / "drift.png"
+    assert plot(monitor.report().model_dump(), out) == ["shot_distance"]
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
