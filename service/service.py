@@ -314,7 +314,8 @@ class ModelServing:
             raise_not_ready(self._load_error)
         return ModelsResponse(models=[model_info(b.model) for b in self.batchers.values()])
 
-    @info_app.get("/models/{name}/drift", response_model=DriftReport)
+    @info_app.get("/models/{name}/drift", response_model=DriftReport,
+                  responses={404: {"description": "unknown model"}, 503: {"description": "models still loading"}})
     def model_drift(self, name: str) -> DriftReport:
         """Recent inputs and predictions of a model compared with its training data (PSI per feature)."""
         if name not in SPECS:

@@ -91,7 +91,7 @@ def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate |
         if not failures:  # the reference the service's drift monitor compares traffic with
             profile = Profile.from_training(spec, train.features, trainer.predict_proba(fitted.model, train.features))
             export.metadata["drift_profile"] = profile.to_json()
-            mlflow.log_dict(profile.to_json(), "serving/drift_profile.json")
+            mlflow.log_dict(profile.to_json(), "drift_profile.json")
         _log_export(export)
         passed = not failures
         mlflow.set_tag("gate", "passed" if passed else "failed")

@@ -19,8 +19,9 @@ PROJECT = Path(__file__).resolve().parents[2]
 OPTIONAL = PROJECT / "k8s" / "optional"
 RULES = OPTIONAL / "prometheusrule.yaml"
 DASHBOARD = OPTIONAL / "grafana-dashboard.json"
-BENTOML_METRICS = {"bentoml_api_server_request_total", "bentoml_api_server_request_duration_seconds"}
-"""BentoML's HTTP metrics (namespace bentoml_api_server, _internal/server/http/instruments.py)."""
+BENTOML_METRICS = {"bentoml_service_request_total", "bentoml_service_request_duration_seconds"}
+"""BentoML's HTTP metrics for a @bentoml.service (namespace bentoml_service, _bentoml_impl/server/app.py;
+their names are checked against a live server in tests/service/test_drift.py)."""
 
 
 def promtool() -> str:

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps
 
 from service.drift import MIN_ROWS, PSI_THRESHOLD
 from service.specs import MALARIA, SPECS
+from tests.deploy.test_monitoring import BENTOML_METRICS
 from tests.servers import Server, free_port
 
 pytestmark = pytest.mark.slow
@@ -91,11 +92,12 @@ def test_kobe_dev_shots_do_not_drift_and_prod_three_pointers_do(drift_server, se
     assert not flagged(report) & {"period", "playoffs", "opponent"}  # the game context did not change
 
     metrics = requests.get(f"{drift_server.url}/metrics").text
-    Path("/tmp/drift-metrics.txt").write_text(metrics)  # SCRATCH
     value = re.search(r'model_input_drift\{[^}]*feature="shot_distance"[^}]*model="kobe"[^}]*\} (\S+)', metrics)
     assert value and float(value.group(1)) > PSI_THRESHOLD, metrics[:2000]
     assert re.search(r'model_drift_window_rows\{[^}]*model="kobe"[^}]*\} 300(\.0)?\b', metrics)
     assert re.search(r'model_prediction_drift\{[^}]*model="kobe"[^}]*\} \S+', metrics)
+    for name in BENTOML_METRICS:  # BentoML's names, as the alert rules and the dashboard query them
+        assert re.search(rf'^{name}(_bucket)?\{{endpoint="/kobe",http_response_code="200"', metrics, re.M), name
 
 
 def random_cells(settings, count: int) -> list[Path]:
@@ -135,6 +137,7 @@ def test_no_verdict_before_the_minimum_and_404_for_unknown_models(drift_server):
 def test_openapi_describes_the_drift_report(drift_server):
     document = requests.get(f"{drift_server.url}/docs.json").json()
     operation = document["paths"]["/models/{name}/drift"]["get"]
+    assert {"200", "404"} <= set(operation["responses"])
     reference = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     report = document["components"]["schemas"][reference.split("/")[-1]]
     assert {"drifted", "window", "features", "prediction"} <= set(report["properties"])
@@ -172,3 +175,19 @@ def test_a_real_prometheus_scrapes_the_drift_gauges(drift_server, settings, tmp_
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_every_stored_model_carries_its_training_profile(quick_models):
+    import bentoml
+    from mlflow import MlflowClient
+
+    from service.drift import IMAGE_STATISTICS, Profile
+
+    for name, result in quick_models.items():
+        spec = SPECS[name]
+        profile = Profile.of_model(result.tag, bentoml.models.get(result.tag).info.metadata)
+        expected = list(IMAGE_STATISTICS) if spec.image else spec.feature_names
+        assert [f.name for f in profile.features] == expected
+        assert len(profile.prediction) == len(spec.class_names) and sum(profile.prediction) == pytest.approx(1.0)
+        logged = MlflowClient().download_artifacts(result.mlflow_run_id, "drift_profile.json")
+        assert Profile.from_json(json.loads(Path(logged).read_text())) == profile
