@@ -251,8 +251,8 @@ class DriftMonitor:
                        zip(self.profile.features, profiled_columns(self.spec, rows).values(), strict=True)]
             self.add(np.column_stack([*columns, np.asarray(probabilities).argmax(axis=1)]))
             if self._publish is not None:
-                rows, statistics = self.statistics()
-                self._publish(self.spec.name, self.names, statistics, rows)
+                window, statistics = self.statistics()
+                self._publish(self.spec.name, self.names, statistics, window)
         except Exception:  # noqa: BLE001 - monitoring must not take serving down; the log says why
             logger.exception("drift monitor of %s failed on a batch", self.spec.name)
 
