@@ -199,3 +199,13 @@ def test_the_plot_draws_the_flagged_features(tmp_path):
     out = tmp_path / "drift.png"
     assert plot(monitor.report().model_dump(), out) == ["shot_distance"]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_models_saved_before_profiles_existed_fail_the_fingerprint(monkeypatch):
+    """Raising SERVING_ARTIFACTS_VERSION changes every fingerprint: the service refuses models
+    stored without a drift profile ("retrain it") and `--only-missing` retrains them."""
+    from service import specs
+
+    current = {name: spec.fingerprint() for name, spec in specs.SPECS.items()}
+    monkeypatch.setattr(specs, "SERVING_ARTIFACTS_VERSION", specs.SERVING_ARTIFACTS_VERSION - 1)
+    assert all(spec.fingerprint() != current[name] for name, spec in specs.SPECS.items())
