@@ -75,10 +75,14 @@ class BatchCost:
 
 
 class ModelBatcher:
-    def __init__(self, model: ServedModel, observe: Callable[[str, int, int], None], enabled: bool = True) -> None:
+    def __init__(self, model: ServedModel, observe: Callable[[str, int, int], None], enabled: bool = True,
+                 after_batch: Callable[[Sequence[Any], np.ndarray], None] | None = None) -> None:
         self.model = model
         self.enabled = enabled
         """False: every request is its own model call, on a pool thread (for comparisons)."""
+        self._after_batch = after_batch
+        """Called with (each request's rows, the probabilities) on the model's thread once the
+        batch's callers have their answers (the drift monitor)."""
         batching = model.spec.batching
         self.max_batch_size = batching.max_batch_size
         self.max_latency = batching.max_latency_ms / 1000
@@ -181,4 +185,6 @@ class ModelBatcher:
         sizes = [len(part) for part in parts]
         self._observe(self.model.spec.name, len(parts), sum(sizes))
         probabilities = self.model.predict_proba(self.model.combine(parts))
+        if self._after_batch is not None:  # queued on the model's thread: off the callers' path
+            self._thread.submit(self._after_batch, parts, probabilities)
         return np.split(probabilities, np.cumsum(sizes)[:-1])

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from service import v2
 from service.batching import ModelBatcher, Overloaded
+from service.drift import DriftGauges, DriftMonitor, DriftReport, Profile, configured_window
 from service.http import ModelsNotReady, RequestGuard, client_errors, patch_bentoml
 from service.preprocessing import decode_base64, images_to_rows
 from service.runtime import ServedModel, cpu_count, load, warm_up
@@ -106,6 +107,9 @@ class ModelServing:
         self._gc_pending: collections.deque[tuple[int, float]] = collections.deque(maxlen=10_000)
         gc.callbacks.append(self._time_gc)
         self._gc_started = 0.0
+        self._drift_gauges = DriftGauges()
+        self._drift_window = configured_window()
+        self.drift: dict[str, DriftMonitor] = {}
         # The CNN (LiteRT) gets every CPU of the container; sklearn models run
         # single-threaded (service/runtime.py, one_thread_per_call).
         self.threads = cpu_count()
@@ -118,13 +122,16 @@ class ModelServing:
         refs = {DIGITS.name: self.digits_model, IRIS.name: self.iris_model,
                 KOBE.name: self.kobe_model, MALARIA.name: self.malaria_model}
         try:
-            batchers = {}
+            batchers, monitors = {}, {}
             for name, ref in refs.items():
                 started = time.perf_counter()
                 model = load(SPECS[name], ref, self.threads)  # class-scope refs resolve to stored models
+                monitors[name] = DriftMonitor(model.spec, Profile.of_model(model.tag, model.metadata),
+                                              self._drift_window, self._drift_gauges.publish)
                 loaded = time.perf_counter()
                 warm_up(model)
-                batchers[name] = ModelBatcher(model, self._observe_batch, enabled=ADAPTIVE_BATCHING)
+                batchers[name] = ModelBatcher(model, self._observe_batch, enabled=ADAPTIVE_BATCHING,
+                                              after_batch=monitors[name].observe)
                 logger.info("loaded %s in %.3f s, warmed up in %.3f s", model.tag, loaded - started,
                             time.perf_counter() - loaded)
             # Move everything loaded so far out of the collector's sight: full collections
@@ -132,6 +139,7 @@ class ModelServing:
             gc.collect()
             gc.freeze()
             self._record_gc_pauses()  # loading's collections, before ready (not a request's pause)
+            self.drift = monitors
             self.batchers = batchers
         except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
             self._load_error = f"{type(exc).__name__}: {exc}"
@@ -303,6 +311,18 @@ class ModelServing:
         if not self.__is_ready__():
             raise_not_ready(self._load_error)
         return ModelsResponse(models=[model_info(b.model) for b in self.batchers.values()])
+
+    @info_app.get("/models/{name}/drift", response_model=DriftReport,
+                  responses={404: {"description": "unknown model"}, 503: {"description": "models still loading"}})
+    def model_drift(self, name: str) -> DriftReport:
+        """Recent inputs and predictions of a model compared with its training data (PSI per feature)."""
+        if name not in SPECS:
+            from fastapi import HTTPException
+
+            raise HTTPException(status_code=404, detail=f"unknown model {name!r}; served: {sorted(SPECS)}")
+        if not self.__is_ready__():
+            raise_not_ready(self._load_error)
+        return self.drift[name].report()
 
 
 ModelServing.add_asgi_middleware(  # type: ignore[attr-defined]

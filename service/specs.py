@@ -19,6 +19,9 @@ Task = Literal["tabular", "image"]
 # and the LiteRT (TFLite) conversion the service runs, without TensorFlow.
 KERAS_MODEL_FILE = "model.keras"
 LITERT_MODEL_FILE = "model.tflite"
+SERVING_ARTIFACTS_VERSION = 2
+"""Raise it when every stored model needs something new saved with it (2: the drift profile):
+it enters each fingerprint, so older models are refused and `--only-missing` retrains them."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class ModelSpec:
             "task": self.task,
             "class_names": list(self.class_names),
             "preprocessing_version": self.preprocessing_version,
+            "serving_artifacts_version": SERVING_ARTIFACTS_VERSION,
             "features": [{"kind": type(f).__name__, **_listed(asdict(f))} for f in self.features],
         }
         if self.image is not None:  # BentoML metadata cannot hold None

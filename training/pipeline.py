@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from service.drift import Profile
 from service.specs import Gate
 from training import evaluation, tracking
 from training.datasets import Dataset, take_rows
@@ -87,6 +88,10 @@ def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate |
         failures = gate.failures(metrics)
         export = trainer.export(fitted.model, test) if not failures else Export()
         failures += export.failures
+        if not failures:  # the reference the service's drift monitor compares traffic with
+            profile = Profile.from_training(spec, train.features, trainer.predict_proba(fitted.model, train.features))
+            export.metadata["drift_profile"] = profile.to_json()
+            mlflow.log_dict(profile.to_json(), "drift_profile.json")
         _log_export(export)
         passed = not failures
         mlflow.set_tag("gate", "passed" if passed else "failed")

@@ -112,7 +112,8 @@ def test_every_built_in_manifest_is_listed_for_validation():
     built_in = [p for p in manifest_files() if not is_custom_resource(p)]
     assert {load(p)["kind"] for p in built_in} == BASE_KINDS
     custom = [p.relative_to(K8S).as_posix() for p in manifest_files() if is_custom_resource(p)]
-    assert custom == ["optional/servicemonitor.yaml"], "custom resources belong in k8s/optional/"
+    assert custom == ["optional/prometheusrule.yaml", "optional/servicemonitor.yaml"], \
+        "custom resources belong in k8s/optional/"
 
 
 @pytest.mark.parametrize("version", [MIN_KUBERNETES, None], ids=["k8s-1.30", "k8s-newest-bundled"])
