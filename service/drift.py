@@ -66,6 +66,8 @@ def profiled_columns(spec: ModelSpec, rows: Any) -> dict[str, Any]:
     statistics (digits too: its 64 pixels are an image)."""
     if spec.image is not None:
         return dict(zip(IMAGE_STATISTICS, image_statistics(np.asarray(rows), spec.image).T, strict=True))
+    if isinstance(rows, np.ndarray):  # a numeric_only model's training array
+        return {name: rows[:, i] for i, name in enumerate(spec.feature_names)}
     if hasattr(rows, "to_dict"):  # a training frame
         rows = rows.to_dict("records")
     return {name: [record[name] for record in rows] for name in spec.feature_names}
