@@ -60,6 +60,9 @@ class ImageInput:
     color_mode: Literal["L", "RGB"]
     scale: float
     invert_light_background: bool = False
+    transparent_becomes: Literal["black", "white", "contrast"] = "contrast"
+    """What a transparent area turns into: the training images' background, or ("contrast")
+    the page colour that contrasts with the strokes (white under dark ink, black under light)."""
 
     @property
     def channels(self) -> int:
@@ -272,7 +275,8 @@ MALARIA = ModelSpec(
     task="image",
     description="Thin blood smear cell image: parasitized by malaria or uninfected.",
     class_names=("Parasitized", "Uninfected"),
-    image=ImageInput(height=50, width=50, color_mode="L", scale=1.0 / 255.0),
+    image=ImageInput(height=50, width=50, color_mode="L", scale=1.0 / 255.0,
+                     transparent_becomes="black"),  # the cells lie on black
     preprocessing_version=2,  # 2: served from a LiteRT file saved beside the Keras model
     gate=Gate(minimum={"accuracy": 0.95}),
     quick_gate=Gate(minimum={"accuracy": 0.75}),

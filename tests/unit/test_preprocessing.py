@@ -93,9 +93,9 @@ def test_non_images_are_refused(payload):
         decode_image(payload)
 
 
-def test_other_image_formats_are_refused():
-    with pytest.raises(InvalidInput, match="PNG or JPEG"):
-        decode_image(encode(Image.new("L", (10, 10)), "GIF"))
+def test_other_image_formats_are_refused_naming_the_accepted_ones():
+    with pytest.raises(InvalidInput, match="PNG, JPEG, WebP, BMP, TIFF or GIF"):
+        decode_image(encode(Image.new("L", (10, 10)), "ICO"))
 
 
 def test_decompression_bomb_is_refused_before_decoding():
