@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import PydanticCustomError
 
 from service.preprocessing import InvalidInput, typed_frame
 from service.specs import DIGITS, IRIS, KOBE, MALARIA, CategoricalFeature, ModelSpec, NumericFeature
@@ -18,12 +20,28 @@ if TYPE_CHECKING:  # pandas is imported where a frame is built: the arbiter neve
     import pandas as pd
 
 
+def _numbers_only(value: Any) -> Any:
+    """Refuse what pydantic's lax mode would coerce: True as 1, "1_0" as 10, "5" as 5.
+
+    Anything else goes on to the field's own check: an integer feature takes 5 and 5.0 and
+    refuses 5.5; numpy numbers (from data files) are numbers.
+    """
+    if isinstance(value, bool | np.bool_):
+        raise PydanticCustomError("number_type", "Input should be a valid number, not a boolean")
+    if isinstance(value, str | bytes):
+        raise PydanticCustomError("number_type", "Input should be a valid number, not a string")
+    return value
+
+
+NumbersOnly = BeforeValidator(_numbers_only)
+
+
 def _field_type(feature: NumericFeature | CategoricalFeature) -> Any:
     if isinstance(feature, CategoricalFeature):
         return Annotated[Literal[feature.categories], Field(description=feature.description or None)]
     number = int if feature.integer else float
-    return Annotated[number, Field(ge=feature.minimum, le=feature.maximum, allow_inf_nan=False, strict=False,
-                                   description=feature.description or None)]
+    return Annotated[number, Field(ge=feature.minimum, le=feature.maximum, allow_inf_nan=False,
+                                   description=feature.description or None), NumbersOnly]
 
 
 def record_model(spec: ModelSpec, extra: Literal["ignore", "forbid"]) -> type[BaseModel]:
@@ -71,7 +89,7 @@ def validated_frame(records: Iterable[Mapping[str, Any]], spec: ModelSpec) -> pd
 
     return typed_frame(pd.DataFrame.from_records(validated_records(records, spec), columns=spec.feature_names), spec)
 
-Pixels = Annotated[list[Annotated[float, Field(ge=0, le=16, allow_inf_nan=False)]],
+Pixels = Annotated[list[Annotated[float, Field(ge=0, le=16, allow_inf_nan=False), NumbersOnly]],
                    Field(min_length=64, max_length=64, description="8x8 pixels row by row, 0 (blank) to 16 (ink)")]
 
 
