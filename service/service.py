@@ -203,13 +203,13 @@ class ModelServing:
     @bentoml.api(route="/digits")
     @client_errors
     async def digits(self, images: Annotated[list[Path], records_field(DIGITS)]) -> Predictions:
-        """Digit for 1 or more uploaded images (multipart field `images`; PNG/JPEG, any size)."""
+        """Digit for 1 or more images in multipart field `images` (PNG, JPEG, WebP, BMP, TIFF or GIF, any size)."""
         return await self._predict(DIGITS.name, images_to_rows(DIGITS, [read_upload(p) for p in images]))
 
     @bentoml.api(route="/digits/base64")
     @client_errors
     async def digits_base64(self, images: Annotated[list[str], records_field(DIGITS)]) -> Predictions:
-        """Digit for 1 or more base64-encoded PNG/JPEG images."""
+        """Digit for 1 or more base64-encoded images (PNG, JPEG, WebP, BMP, TIFF or GIF, any size)."""
         return await self._predict(DIGITS.name, images_to_rows(DIGITS, decode_base64(images)))
 
     # --- malaria --------------------------------------------------------------------------
@@ -217,13 +217,13 @@ class ModelServing:
     @bentoml.api(route="/malaria")
     @client_errors
     async def malaria(self, images: Annotated[list[Path], records_field(MALARIA)]) -> Predictions:
-        """Parasitized/Uninfected for 1 or more uploaded cell images (multipart field `images`)."""
+        """Parasitized/Uninfected for 1+ cell images in multipart field `images` (PNG, JPEG, WebP, BMP, TIFF or GIF)."""
         return await self._predict(MALARIA.name, images_to_rows(MALARIA, [read_upload(p) for p in images]))
 
     @bentoml.api(route="/malaria/base64")
     @client_errors
     async def malaria_base64(self, images: Annotated[list[str], records_field(MALARIA)]) -> Predictions:
-        """Parasitized/Uninfected for 1 or more base64-encoded cell images."""
+        """Parasitized/Uninfected for 1 or more base64-encoded cell images (PNG, JPEG, WebP, BMP, TIFF or GIF)."""
         return await self._predict(MALARIA.name, images_to_rows(MALARIA, decode_base64(images)))
 
     # --- metadata -------------------------------------------------------------------------

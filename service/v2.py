@@ -5,7 +5,7 @@ Tensor choices, derived from the model specs:
   (or [N, 1]): FP32/FP64 for numbers, INT64/INT32 for integer features, BYTES for
   categories. All-numeric models (iris, digits) also take one [N, F] tensor `input`.
 - digits: `input` FP32 [N, 64] (0-16, scikit-learn's pixels), or `image` BYTES [N].
-- image models: `image` BYTES [N], each element a base64 PNG/JPEG of any size; or
+- image models: `image` BYTES [N], each element a base64 image of any size (PNG, JPEG, WebP, BMP, TIFF or GIF); or
   `pixels` UINT8/FP32 [N, H, W, C] of intensities 0-255 in the model's size and colour
   mode (the server applies the model's scaling).
 Outputs: `label` BYTES [N] and `probabilities` FP32/FP64 [N, classes].
