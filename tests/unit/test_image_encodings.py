@@ -104,6 +104,12 @@ def test_one_bit_images_are_black_and_white():
     np.testing.assert_array_equal(array.reshape(-1), [0, 255, 255, 0])
 
 
+def test_ycbcr_pictures_read_within_one_level(cells):
+    ycbcr = encode(cells[0].convert("RGB").convert("YCbCr"), "TIFF")
+    difference = encoded_image_to_array(ycbcr, MALARIA.image) - encoded_image_to_array(encode(cells[0]), MALARIA.image)
+    assert np.abs(difference).max() <= 1 / 255 + 1e-6  # YCbCr <-> RGB rounding
+
+
 def test_colour_modes_pillow_cannot_convert_are_refused_by_name():
     lab = Image.new("RGB", (4, 4), "red").convert("LAB")
     with pytest.raises(InvalidInput, match="colour mode LAB"):
