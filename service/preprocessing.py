@@ -58,7 +58,8 @@ def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image
                 raise InvalidInput(f"the {image.format} file has {frames} frames (animated or multi-page); "
                                    "send a single picture")
             image.load()
-            return ImageOps.exif_transpose(image)
+            ImageOps.exif_transpose(image, in_place=True)
+            return image
     except InvalidInput:
         raise
     except UnidentifiedImageError:

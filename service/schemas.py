@@ -129,6 +129,7 @@ class ImageInfo(BaseModel):
     color_mode: str
     scale: float
     invert_light_background: bool
+    transparent_becomes: Literal["black", "white", "contrast"]
 
 
 class ModelInfo(BaseModel):

@@ -120,3 +120,9 @@ def test_the_accepted_formats_are_documented_on_the_image_routes(server):
     paths = requests.get(f"{server.url}/docs.json").json()["paths"]
     for route in ("/digits", "/malaria", "/digits/base64", "/malaria/base64"):
         assert ACCEPTED_FORMATS_TEXT in str(paths[route]), route
+
+
+def test_models_lists_what_transparency_becomes(server):
+    images = {m["name"]: m["image"] for m in requests.get(f"{server.url}/models").json()["models"] if m["image"]}
+    assert images["malaria"]["transparent_becomes"] == MALARIA.image.transparent_becomes == "black"
+    assert images["digits"]["transparent_becomes"] == "contrast"
