@@ -107,8 +107,13 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     low, high = float(values.min()), float(values.max())
     if not (0 <= low and high <= full):  # NaN fails too
         raise InvalidInput(f"{image.mode} image values must lie in 0..{full:g}; found {low:g}..{high:g}")
+    key = image.info.get("transparency")  # a 16-bit PNG's colour key: that level is transparent
+    opaque = values != key if isinstance(key, int) else None
     np.multiply(values, np.float32(255.0 / full), out=values)
-    return Image.fromarray(np.rint(values, out=values).astype(np.uint8), mode="L")
+    scaled = Image.fromarray(np.rint(values, out=values).astype(np.uint8), mode="L")
+    if opaque is not None:
+        scaled.putalpha(Image.fromarray(opaque.astype(np.uint8) * 255, mode="L"))
+    return scaled
 
 
 def _flattened(image: Image.Image, spec: ImageInput) -> Image.Image:

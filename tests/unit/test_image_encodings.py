@@ -140,6 +140,14 @@ def test_transparent_palette_entry_and_gray_key_become_black():
     assert encoded_image_to_array(encode(gray), MALARIA.image).min() == pytest.approx(200 / 255)
 
 
+def test_a_sixteen_bit_colour_key_is_transparent():
+    levels = np.full((50, 50), 40000, np.uint16)
+    levels[:, :25] = 1234  # the left half is the key: transparent, so black for malaria
+    array = encoded_image_to_array(encode(Image.fromarray(levels), transparency=1234), MALARIA.image)
+    assert array[:, :25].max() == 0.0
+    np.testing.assert_allclose(array[:, 25:], round(40000 / 257) / 255, atol=1e-6)
+
+
 def test_half_transparent_white_is_half_grey_over_black():
     array = encoded_image_to_array(encode(Image.new("RGBA", (50, 50), (255, 255, 255, 128))), MALARIA.image)
     np.testing.assert_allclose(array, 128 / 255, atol=1e-6)
