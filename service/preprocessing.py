@@ -23,6 +23,9 @@ if TYPE_CHECKING:  # pandas is imported where a frame is built: the arbiter neve
 
 # Larger images are refused before their pixels are decoded (decompression bombs).
 MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_CALL_PIXELS = 2 * MAX_IMAGE_PIXELS
+"""Pixels the images of one call may hold together (two 12-megapixel photos fit). Images are
+decoded on the event loop: 64 of 4096x4096 (4.6 MiB of PNG) would hold it for ~30 s."""
 # Uploads whose mean border intensity is above this count as dark ink on a light page.
 LIGHT_BACKGROUND_THRESHOLD = 127.5
 ACCEPTED_IMAGE_FORMATS = ("PNG", "JPEG", "WebP", "BMP", "TIFF", "GIF")
@@ -226,10 +229,15 @@ def decode_base64(images: list[str]) -> list[bytes]:
 def images_to_rows(spec: ModelSpec, encoded: list[bytes]) -> np.ndarray:
     """Decode and preprocess every image of a call; errors name the image's position."""
     assert spec.image is not None
-    rows = []
+    rows, pixels = [], 0
     for index, data in enumerate(encoded):
         try:
-            rows.append(model_input_from_image(encoded_image_to_array(data, spec.image), spec))
+            image = decode_image(data)
+            pixels += image.width * image.height
+            if pixels > MAX_CALL_PIXELS:
+                raise InvalidInput(f"the images of one call are too large together: at most {MAX_CALL_PIXELS} "
+                                   "pixels in total; send fewer or smaller images per call")
+            rows.append(model_input_from_image(image_to_array(image, spec.image), spec))
         except InvalidInput as exc:
             raise InvalidInput(f"images[{index}]: {exc}") from None
     return np.stack(rows)

@@ -17,11 +17,13 @@ from PIL import Image, ImageDraw
 
 from service.preprocessing import (
     ACCEPTED_IMAGE_FORMATS,
+    MAX_CALL_PIXELS,
     MAX_IMAGE_PIXELS,
     InvalidInput,
     decode_image,
     encoded_image_to_array,
     image_to_array,
+    images_to_rows,
 )
 from service.specs import DIGITS, MALARIA, ImageInput
 from tests.images import LOSSLESS, LOSSY, STORED_FOR_ORIENTATION, encode, render_digit, rotated_with_tag
@@ -232,6 +234,13 @@ def test_huge_images_are_too_large_naming_the_limit(width, height):
     """Above our limit, and above Pillow's own bomb limit (DecompressionBombError)."""
     with pytest.raises(InvalidInput, match=f"too large.*at most {MAX_IMAGE_PIXELS} pixels"):
         decode_image(png_header(width, height))
+
+
+def test_the_images_of_one_call_have_a_pixel_budget():
+    half = encode(Image.new("L", (4096, MAX_IMAGE_PIXELS // 4096 // 2)))  # half the largest image
+    assert images_to_rows(MALARIA, [half] * 4).shape == (4, 50, 50, 1)  # exactly the budget
+    with pytest.raises(InvalidInput, match=f"images\\[4\\]: .*too large together: at most {MAX_CALL_PIXELS} pixels"):
+        images_to_rows(MALARIA, [half] * 5)
 
 
 def test_truncated_files_of_every_format_are_refused(cells):
