@@ -80,9 +80,9 @@ CASES = {
     "pixel out of range": ("/digits/pixels", dict(json={"pixels": [[17] * 64]}), 400, ["pixels"]),
     "not base64": ("/malaria/base64", dict(json={"images": ["***not base64***"]}), 400, ["images[0]", "base64"]),
     "base64 of text": ("/malaria/base64", dict(json={"images": [base64.b64encode(b"hello").decode()]}), 400,
-                       ["images[0]", "PNG or JPEG"]),
+                       ["images[0]", "PNG, JPEG, WebP, BMP, TIFF or GIF"]),
     "non-image upload": ("/malaria", dict(files=[("images", ("notes.txt", b"just text", "text/plain"))]), 400,
-                         ["images[0]", "PNG or JPEG"]),
+                         ["images[0]", "PNG, JPEG, WebP, BMP, TIFF or GIF"]),
     "no image in upload": ("/malaria", dict(files=[("other", ("a.txt", b"x", "text/plain"))]), 400, ["images"]),
     "images part without a filename (BentoML would fetch it as a URL)": (
         "/malaria", dict(files=[("images", (None, b"http://127.0.0.1:1/cell.png"))]), 400, ["images", "filename"]),
