@@ -126,12 +126,13 @@ class ModelServing:
             for name, ref in refs.items():
                 started = time.perf_counter()
                 model = load(SPECS[name], ref, self.threads)  # class-scope refs resolve to stored models
-                monitors[name] = DriftMonitor(model.spec, Profile.of_model(model.tag, model.metadata),
-                                              self._drift_window, self._drift_gauges.publish)
+                if self._drift_window:
+                    monitors[name] = DriftMonitor(model.spec, Profile.of_model(model.tag, model.metadata),
+                                                  self._drift_window, self._drift_gauges.publish)
                 loaded = time.perf_counter()
                 warm_up(model)
                 batchers[name] = ModelBatcher(model, self._observe_batch, enabled=ADAPTIVE_BATCHING,
-                                              after_batch=monitors[name].observe)
+                                              after_batch=monitors[name].observe if name in monitors else None)
                 logger.info("loaded %s in %.3f s, warmed up in %.3f s", model.tag, loaded - started,
                             time.perf_counter() - loaded)
             # Move everything loaded so far out of the collector's sight: full collections
@@ -313,7 +314,8 @@ class ModelServing:
         return ModelsResponse(models=[model_info(b.model) for b in self.batchers.values()])
 
     @info_app.get("/models/{name}/drift", response_model=DriftReport,
-                  responses={404: {"description": "unknown model"}, 503: {"description": "models still loading"}})
+                  responses={404: {"description": "unknown model, or monitoring off"},
+                             503: {"description": "models still loading"}})
     def model_drift(self, name: str) -> DriftReport:
         """Recent inputs and predictions of a model compared with its training data (PSI per feature)."""
         if name not in SPECS:
@@ -322,6 +324,10 @@ class ModelServing:
             raise HTTPException(status_code=404, detail=f"unknown model {name!r}; served: {sorted(SPECS)}")
         if not self.__is_ready__():
             raise_not_ready(self._load_error)
+        if name not in self.drift:
+            from fastapi import HTTPException
+
+            raise HTTPException(status_code=404, detail="drift monitoring is off (DRIFT_WINDOW=0)")
         return self.drift[name].report()
 
 

@@ -42,6 +42,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--b", type=Path, required=True, help="the checkout after")
     parser.add_argument("--a-home", type=Path, help="BENTOML_HOME for A (default: the environment's)")
     parser.add_argument("--b-home", type=Path, help="BENTOML_HOME for B (default: the environment's)")
+    parser.add_argument("--a-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment for A only (repeatable), e.g. DRIFT_WINDOW=0")
+    parser.add_argument("--b-env", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--model", choices=sorted(ROUTES), default="malaria")
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--rounds", type=int, default=3)
@@ -54,13 +57,15 @@ def parse_args() -> argparse.Namespace:
 class Checkout(Server):
     """`bentoml serve` of another checkout: the parent class runs from this project's folder."""
 
-    def __init__(self, folder: Path, work: Path, home: Path | None) -> None:
+    def __init__(self, folder: Path, work: Path, home: Path | None, env: list[str]) -> None:
         import loadtests.server as server
 
+        environment = dict(item.split("=", 1) for item in env)
+        if home:
+            environment["BENTOML_HOME"] = str(home)
         project, server.PROJECT = server.PROJECT, folder.resolve()
         try:
-            super().__init__(env={"BENTOML_HOME": str(home)} if home else None,
-                             log=work / "serve.log", own_home=work / "home")
+            super().__init__(env=environment, log=work / "serve.log", own_home=work / "home")
         finally:
             server.PROJECT = project
 
@@ -71,9 +76,9 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="ab-"))
     body = request_bodies(args.model, args.data_dir, work)["typed"]
     servers = {}
-    for key, folder, home in (("A", args.a, args.a_home), ("B", args.b, args.b_home)):
+    for key, folder, home, env in (("A", args.a, args.a_home, args.a_env), ("B", args.b, args.b_home, args.b_env)):
         (work / key).mkdir()
-        servers[key] = Checkout(folder, work / key, home)
+        servers[key] = Checkout(folder, work / key, home, env)
     rows = []
     try:
         for server in servers.values():
@@ -107,7 +112,8 @@ def main() -> int:
 
 
 def render(args: argparse.Namespace, levels: list[int], rows: list[dict]) -> str:
-    lines = [f"{args.model} `{ROUTES[args.model]}`, A = {args.a}, B = {args.b}, wrk {args.duration} s per run, "
+    lines = [f"{args.model} `{ROUTES[args.model]}`, A = {args.a} {' '.join(args.a_env)}, "
+             f"B = {args.b} {' '.join(args.b_env)}, wrk {args.duration} s per run, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
              "| c | round | A req/s | B req/s | B/A | A p99 ms | B p99 ms | A CPU ms/req | B CPU ms/req "
              "| other load (cores) | errors A/B |", "|---|---|---|---|---|---|---|---|---|---|---|"]

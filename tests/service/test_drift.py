@@ -191,3 +191,17 @@ def test_every_stored_model_carries_its_training_profile(quick_models):
         assert len(profile.prediction) == len(spec.class_names) and sum(profile.prediction) == pytest.approx(1.0)
         logged = MlflowClient().download_artifacts(result.mlflow_run_id, "drift_profile.json")
         assert Profile.from_json(json.loads(Path(logged).read_text())) == profile
+
+
+def test_drift_window_0_turns_monitoring_off_and_says_so(quick_models):
+    server = Server({"DRIFT_WINDOW": "0"})
+    try:
+        server.wait("/readyz")
+        answer = requests.post(server.url + "/iris", json={"records": [
+            {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}, timeout=10)
+        assert answer.status_code == 200
+        report = requests.get(server.url + "/models/iris/drift", timeout=10)
+        assert report.status_code == 404 and "monitoring is off" in report.text
+        assert "model_input_drift{" not in requests.get(server.url + "/metrics", timeout=10).text
+    finally:
+        server.stop()

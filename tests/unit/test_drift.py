@@ -171,7 +171,9 @@ def test_published_statistics_are_nan_until_the_minimum_then_numbers():
 def test_drift_window_from_the_environment(monkeypatch):
     monkeypatch.setenv("DRIFT_WINDOW", "250")
     assert drift.configured_window() == 250
-    for bad in ("0", "-3", "many"):
+    monkeypatch.setenv("DRIFT_WINDOW", "0")
+    assert drift.configured_window() == 0  # monitoring off
+    for bad in ("-3", "many", "1.5"):
         monkeypatch.setenv("DRIFT_WINDOW", bad)
         with pytest.raises(ValueError, match="DRIFT_WINDOW"):
             drift.configured_window()
