@@ -386,3 +386,32 @@ def fix_bentoml_timeout_timers() -> None:
 
     call.__wrapped__ = original  # type: ignore[attr-defined]
     traffic.TimeoutMiddleware.__call__ = call  # type: ignore[method-assign]
+
+
+class JsonNotFound:
+    """ASGI middleware: a path that matches no route gets a JSON 404 like every other error
+    (Starlette's router answers a text/plain "Not Found")."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replaced = False
+
+        async def json_send(message: dict) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and message["status"] == 404:
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                if content_type.startswith(b"text/plain"):
+                    replaced = True
+                    return
+            if replaced:
+                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                    await _send_json(send, 404, f"no route for {scope['method']} {scope['path']}")
+                return
+            await send(message)
+
+        await self.app(scope, receive, json_send)

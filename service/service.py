@@ -24,7 +24,8 @@ from starlette.responses import JSONResponse, Response
 from service import v2
 from service.batching import ModelBatcher, Overloaded
 from service.drift import DriftGauges, DriftMonitor, DriftReport, Profile, configured_window
-from service.http import ModelsNotReady, RequestGuard, client_errors, patch_bentoml
+from service.http import JsonNotFound, ModelsNotReady, RequestGuard, client_errors, patch_bentoml
+from service.openapi import ContractDocument
 from service.preprocessing import decode_base64, images_to_rows
 from service.runtime import ServedModel, cpu_count, load, warm_up
 from service.schemas import (
@@ -331,6 +332,11 @@ class ModelServing:
         return self.drift[name].report()
 
 
+ModelServing.add_asgi_middleware(JsonNotFound)  # type: ignore[attr-defined]
+ModelServing.add_asgi_middleware(  # type: ignore[attr-defined]
+    ContractDocument, generated=lambda: ModelServing.openapi_spec.asdict(),  # type: ignore[attr-defined]
+    api_routes=JSON_ROUTES + MULTIPART_ROUTES, models=sorted(SPECS),
+)
 ModelServing.add_asgi_middleware(  # type: ignore[attr-defined]
     RequestGuard, max_body_bytes=MAX_BODY_BYTES,
     content_types={**{r: "application/json" for r in JSON_ROUTES},

@@ -92,6 +92,8 @@ def _flat(tensor: dict[str, Any]) -> tuple[str, str, list[int], list[Any]]:
     shape = tensor.get("shape")
     if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list):
         raise ProtocolError(400, "every input needs a string name, a string datatype and a shape list")
+    if not isinstance(tensor.get("parameters", {}), dict):
+        raise ProtocolError(400, f"input {name!r}: parameters must be an object")
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise ProtocolError(400, f"input {name!r}: shape {shape} must be non-negative integers")
     if "data" not in tensor:
@@ -214,6 +216,10 @@ def rows_from_request(spec: ModelSpec, body: Any) -> tuple[str, Any]:
     """(form, rows): rows in the form the model's batcher takes; form names the route used."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
         raise ProtocolError(400, "the request needs a non-empty 'inputs' list")
+    if "id" in body and not isinstance(body["id"], str):
+        raise ProtocolError(400, "'id' must be a string")
+    if "parameters" in body and not isinstance(body["parameters"], dict):
+        raise ProtocolError(400, "'parameters' must be an object")
     tensors = {}
     for tensor in body["inputs"]:
         if not isinstance(tensor, dict):
@@ -314,8 +320,9 @@ def requested_outputs(body: dict[str, Any]) -> list[str]:
     wanted = body.get("outputs")
     if wanted is None:
         return list(OUTPUTS)
-    if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted):
-        raise ProtocolError(400, "'outputs' must be a list of objects with a name")
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                               and isinstance(o.get("parameters", {}), dict) for o in wanted):
+        raise ProtocolError(400, "'outputs' must be a list of objects with a name (and object parameters)")
     names = [o["name"] for o in wanted]
     unknown = sorted(set(names) - set(OUTPUTS))
     if unknown:
