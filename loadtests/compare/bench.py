@@ -65,7 +65,7 @@ class Variant:
     body: Path = JSON_BODY
 
 
-ALL_KEYS = ["bentoml-batch", "bentoml-nobatch", "fastapi", "mlserver-batch", "mlserver-nobatch"]
+ALL_KEYS = ["bentoml-batch", "bentoml-nobatch", "bentoml-v2", "fastapi", "mlserver-batch", "mlserver-nobatch"]
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def build_variants(keys: list[str], args: argparse.Namespace, base_env: dict[str
     route = ENDPOINTS[args.model].route
     for key in keys:
         server, _, mode = key.partition("-")
-        batching = {"batch": "on", "nobatch": "off", "": "n/a"}[mode]
+        batching = {"batch": "on", "nobatch": "off", "v2": "on", "": "n/a"}[mode]
         v = Variant(key, server, batching, env=dict(base_env))
         if server == "bentoml":
             v.port = args.port_base
@@ -186,6 +186,8 @@ def build_variants(keys: list[str], args: argparse.Namespace, base_env: dict[str
                          "--host", HOST, "--port", str(v.port)]
             v.env["ADAPTIVE_BATCHING"] = batching
             v.ready_path, v.predict_path, v.body = "/readyz", route, bodies["typed"]
+            if mode == "v2":  # the same service, its Open Inference Protocol route
+                v.predict_path, v.body = f"/v2/models/{args.model}/infer", bodies["v2-ours"]
         elif server == "fastapi":
             v.port = args.port_base + 1
             v.command = [sys.executable, "-m", "uvicorn", "fastapi_app:app", "--app-dir", str(HERE),
@@ -211,11 +213,36 @@ def model_tag(name: str) -> str:
     return str(bentoml.models.get(f"{name}:latest").tag)
 
 
+def v2_request(model: str, typed: dict[str, Any]) -> dict[str, Any] | None:
+    """This service's V2 request for the same record: one FP32 [1, F] tensor `input` for the
+    all-numeric models, one tensor per feature for kobe; None for malaria (image bytes)."""
+    outputs = [{"name": "probabilities"}]
+    if model == "iris":
+        row = [typed["records"][0][k] for k in ("sepal_length", "sepal_width", "petal_length", "petal_width")]
+        return {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [row]}], "outputs": outputs}
+    if model == "digits":
+        pixels = typed["pixels"][0]
+        return {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [pixels]}],
+                "outputs": outputs}
+    if model == "kobe":
+        sys.path.insert(0, str(REPO))
+        from service.specs import KOBE, CategoricalFeature
+
+        record = typed["records"][0]
+        inputs = [{"name": f.name, "shape": [1], "data": [record[f.name]],
+                   "datatype": "BYTES" if isinstance(f, CategoricalFeature) else ("INT64" if f.integer else "FP64")}
+                  for f in KOBE.features]
+        return {"inputs": inputs, "outputs": outputs}
+    return None
+
+
 def request_bodies(model: str, data_dir: Path, folder: Path) -> dict[str, Path]:
     """One-record request bodies for the typed route ("typed") and for V2 ("v2"), from the data."""
     folder.mkdir(parents=True, exist_ok=True)
     if model == "iris":
-        return {"typed": JSON_BODY, "v2": V2_BODY}
+        paths = {"typed": JSON_BODY, "v2": V2_BODY, "v2-ours": folder / "iris-v2-ours.json"}
+        paths["v2-ours"].write_text(json.dumps(v2_request("iris", json.loads(JSON_BODY.read_text()))))
+        return paths
     v2 = None
     if model == "digits":
         from sklearn.datasets import load_digits
@@ -249,6 +276,10 @@ def request_bodies(model: str, data_dir: Path, folder: Path) -> dict[str, Path]:
         typed = {"images": [base64.b64encode(image.read_bytes()).decode()]}
     paths = {"typed": folder / f"{model}.json"}
     paths["typed"].write_text(json.dumps(typed))
+    ours = v2_request(model, typed)
+    if ours is not None:
+        paths["v2-ours"] = folder / f"{model}-v2-ours.json"
+        paths["v2-ours"].write_text(json.dumps(ours))
     if v2 is not None:
         paths["v2"] = folder / f"{model}-v2.json"
         paths["v2"].write_text(json.dumps(v2))
@@ -340,7 +371,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def probabilities(v: Variant, payload: dict[str, Any]) -> list[float]:
-    if v.server == "mlserver":
+    if v.server == "mlserver" or v.key == "bentoml-v2":
         return [float(x) for x in payload["outputs"][0]["data"]]
     return [float(x) for x in payload["predictions"][0]["probabilities"].values()]
 
@@ -385,7 +416,7 @@ def measure(v: Variant, proc: subprocess.Popen, concurrency: int, args: argparse
     requests = result["requests"]
     socket_errors = result["connect"] + result["read"] + result["write"] + result["timeout"]
     return {
-        "server": v.server, "batching": v.batching, "concurrency": concurrency,
+        "variant": v.key, "server": v.server, "batching": v.batching, "concurrency": concurrency,
         "requests": requests, "seconds": round(seconds, 2),
         "req_per_s": round(requests / seconds, 1),
         "p50_ms": round(result["p50_us"] / 1000, 2), "p90_ms": round(result["p90_us"] / 1000, 2),
@@ -419,8 +450,7 @@ def machine_summary() -> str:
 
 
 def variant_key(row: dict[str, Any]) -> str:
-    suffix = {"n/a": "", "on": "-batch", "off": "-nobatch"}[row["batching"]]
-    return row["server"] + suffix
+    return row["variant"]
 
 
 def summary(rows: list[dict[str, Any]]) -> list[str]:

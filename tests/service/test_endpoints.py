@@ -30,6 +30,8 @@ def direct_probabilities(tag: str, rows) -> np.ndarray:
     if tag.startswith("malaria:"):
         model = LiteRTModel(open(stored.path_of(LITERT_MODEL_FILE), "rb").read(), threads=1)
         return model(np.asarray(rows, dtype=np.float32))
+    if SPECS[tag.split(":")[0]].numeric_only and isinstance(rows, pd.DataFrame):
+        rows = rows.to_numpy(dtype=np.float64)  # as the service hands it: an array, in feature order
     return bentoml.sklearn.load_model(stored).predict_proba(rows)
 
 
