@@ -158,16 +158,17 @@ def test_pixels_tensor_equals_the_encoded_image(server, malaria_image_paths):
     assert by_pixels["outputs"] == by_image["outputs"]
 
 
-def test_v2_and_typed_calls_share_one_batcher(server):
-    record = dict(zip(SPECS["iris"].feature_names, IRIS_ROWS[0], strict=True))
-    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": IRIS_ROWS[0]}]}
+def test_v2_and_typed_calls_share_one_batcher(server, malaria_image_paths):
+    """Malaria: its model runs on its own thread, so concurrent calls queue up and batch."""
+    image = base64.b64encode(malaria_image_paths["Parasitized"][0].read_bytes()).decode()
+    body = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [image]}]}
 
     def call(i: int) -> int:
         if i % 2:
-            return infer(server, "iris", body).status_code
-        return requests.post(f"{server.url}/iris", json={"records": [record]}).status_code
+            return infer(server, "malaria", body).status_code
+        return requests.post(f"{server.url}/malaria/base64", json={"images": [image]}).status_code
 
-    merged, calls = batching_under_load(server, "iris", call)
+    merged, calls = batching_under_load(server, "malaria", call)
     assert merged == 256 and calls < 256
 
 
