@@ -91,3 +91,40 @@ def test_the_running_server_loads_no_tensorflow_or_keras(server):
               for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if "/" in line}
     assert any("ai_edge_litert" in path for path in mapped), "the LiteRT runtime is not loaded"
     assert not [p for p in mapped if "/site-packages/tensorflow" in p or "/site-packages/keras" in p]
+
+
+def test_a_worker_killed_with_sigkill_is_replaced_and_answers_right(quick_models):
+    """The arbiter restarts a worker that died hard; the new one loads every model again and
+    answers exactly as before. The recovery time goes to the log (docs/benchmarks.md)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from loadtests.server import descendants
+
+    record = {"sepal_length": 6.1, "sepal_width": 2.8, "petal_length": 4.7, "petal_width": 1.2}
+    server = Server()
+    try:
+        server.wait("/readyz")
+        before = requests.post(f"{server.url}/iris", json={"records": [record]}, timeout=10).json()
+        (worker,) = [pid for pid in descendants(server.pid)
+                     if "_bentoml_impl.worker" in Path(f"/proc/{pid}/cmdline").read_text()]
+        killed = time.monotonic()
+        os.kill(worker, signal.SIGKILL)
+        deadline = killed + 120
+        while time.monotonic() < deadline:
+            try:
+                pids = descendants(server.pid)
+                if worker not in pids and requests.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass  # no worker listening for a moment
+            time.sleep(0.05)
+        else:
+            raise AssertionError("no ready worker 120 s after SIGKILL")
+        print(f"ready again {time.monotonic() - killed:.1f} s after SIGKILL of the worker")
+        after = requests.post(f"{server.url}/iris", json={"records": [record]}, timeout=10).json()
+        assert after == before
+        assert server.process.poll() is None, "the arbiter must survive its worker"
+    finally:
+        server.stop()
