@@ -92,6 +92,9 @@ class ModelBatcher:
         self._observe = observe
         self._queue: collections.deque[_Pending] = collections.deque()
         self._queued_rows = 0
+        self._queued_alone = 0
+        self._queued_alone_rows = 0
+        """Queued requests larger than max_batch_size (each will be a batch of its own), and their rows."""
         self._running = 0
         self._turn_busy = False
         # Batches run one after another on the model's own thread, in the order they formed.
@@ -115,6 +118,8 @@ class ModelBatcher:
         pending = _Pending(rows, size, loop.create_future(), time.monotonic())
         self._queue.append(pending)
         self._queued_rows += size
+        self._queued_alone += size > self.max_batch_size
+        self._queued_alone_rows += size if size > self.max_batch_size else 0
         self._start_batches()
         return await pending.future
 
@@ -122,11 +127,16 @@ class ModelBatcher:
         self._turn_busy = False
 
     def _admit(self, size: int) -> None:
-        """Shed now what would wait too long: the batches queued and running ahead of it."""
+        """Shed now what would wait too long: the batches queued and running ahead of it,
+        counted as they will form (a request over max_batch_size runs alone, the others
+        pack max_batch_size rows to a batch), at the model's measured cost."""
         if not self._queue and self._running < self.slots:
             return
+        alone = size > self.max_batch_size
+        alone_rows = self._queued_alone_rows + (size if alone else 0)
+        packed_rows = self._queued_rows + size - alone_rows
+        batches = self._running + self._queued_alone + alone + math.ceil(packed_rows / self.max_batch_size)
         rows = self._queued_rows + size + self._running * self.max_batch_size  # running: at most full
-        batches = self._running + math.ceil((self._queued_rows + size) / self.max_batch_size)
         if self.cost.seconds(batches, rows) / self.slots > self.max_latency:
             raise Overloaded("the server is overloaded; retry later")
 
@@ -144,6 +154,8 @@ class ModelBatcher:
         while self._queue and (not parts or rows + self._queue[0].size <= self.max_batch_size):
             job = self._queue.popleft()
             self._queued_rows -= job.size
+            self._queued_alone -= job.size > self.max_batch_size
+            self._queued_alone_rows -= job.size if job.size > self.max_batch_size else 0
             if job.future.done():  # cancelled: the client went away
                 continue
             if now - job.enqueued >= self.max_latency:

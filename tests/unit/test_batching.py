@@ -183,3 +183,20 @@ def test_a_request_larger_than_max_batch_size_is_served_whole():
     result = asyncio.run(call_many(batcher(model, observed), [big, X[:1]]))
     np.testing.assert_allclose(result[0], CLASSIFIER.predict_proba(big))
     assert (1, 1000) in observed
+
+
+def test_admission_counts_a_large_request_as_one_batch_not_as_many():
+    """Eight 1,000-row calls to a model with 20 ms of fixed cost a call: about 0.25 s of work
+    in all, so none is shed (counting them as 64-row batches predicted over 2 s)."""
+    model, observed = SlowModel(0.02), []
+    loaded = batcher(model, observed)
+
+    async def run() -> list:
+        await loaded.predict(X[:1])  # the fixed cost of a call, measured
+        await loaded.predict(X[:3])
+        big = np.repeat(X, 7, axis=0)[:1000]
+        return await call_many(loaded, [big] * 8)
+
+    results = asyncio.run(run())
+    assert not [r for r in results if isinstance(r, Overloaded)], "a large request was shed"
+    assert observed.count((1, 1000)) == 8
