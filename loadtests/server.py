@@ -31,7 +31,7 @@ class Server:
     """
 
     def __init__(self, env: dict[str, str] | None = None, log: Path | None = None,
-                 own_home: Path | None = None) -> None:
+                 own_home: Path | None = None, project: Path = PROJECT) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -43,7 +43,7 @@ class Server:
             environment["BENTOML_HOME"] = str(own_home)
         bentoml = Path(sys.executable).with_name("bentoml")
         self.process = subprocess.Popen(
-            [str(bentoml), "serve", "--host", "127.0.0.1", "--port", str(self.port)], cwd=PROJECT, env=environment,
+            [str(bentoml), "serve", "--host", "127.0.0.1", "--port", str(self.port)], cwd=project, env=environment,
             stdout=log.open("w") if log else subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )
         self.pid = self.process.pid

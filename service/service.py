@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import bentoml
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from starlette.responses import JSONResponse, Response
 
 from service import v2
@@ -320,14 +320,10 @@ class ModelServing:
     def model_drift(self, name: str) -> DriftReport:
         """Recent inputs and predictions of a model compared with its training data (PSI per feature)."""
         if name not in SPECS:
-            from fastapi import HTTPException
-
             raise HTTPException(status_code=404, detail=f"unknown model {name!r}; served: {sorted(SPECS)}")
         if not self.__is_ready__():
             raise_not_ready(self._load_error)
         if name not in self.drift:
-            from fastapi import HTTPException
-
             raise HTTPException(status_code=404, detail="drift monitoring is off (DRIFT_WINDOW=0)")
         return self.drift[name].report()
 
@@ -383,7 +379,5 @@ def v2_metadata(model: ServedModel) -> dict[str, Any]:
 
 
 def raise_not_ready(load_error: str | None) -> None:
-    from fastapi import HTTPException
-
     raise HTTPException(status_code=503, detail=load_error or "models are still loading")
 

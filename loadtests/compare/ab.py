@@ -54,20 +54,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-class Checkout(Server):
-    """`bentoml serve` of another checkout: the parent class runs from this project's folder."""
-
-    def __init__(self, folder: Path, work: Path, home: Path | None, env: list[str]) -> None:
-        import loadtests.server as server
-
-        environment = dict(item.split("=", 1) for item in env)
-        if home:
-            environment["BENTOML_HOME"] = str(home)
-        project, server.PROJECT = server.PROJECT, folder.resolve()
-        try:
-            super().__init__(env=environment, log=work / "serve.log", own_home=work / "home")
-        finally:
-            server.PROJECT = project
+def checkout_server(folder: Path, work: Path, home: Path | None, env: list[str]) -> Server:
+    """`bentoml serve` of a checkout, with its own environment on top of this one's."""
+    environment = dict(item.split("=", 1) for item in env)
+    if home:
+        environment["BENTOML_HOME"] = str(home)
+    return Server(env=environment, log=work / "serve.log", own_home=work / "home", project=folder.resolve())
 
 
 def main() -> int:
@@ -78,7 +70,7 @@ def main() -> int:
     servers = {}
     for key, folder, home, env in (("A", args.a, args.a_home, args.a_env), ("B", args.b, args.b_home, args.b_env)):
         (work / key).mkdir()
-        servers[key] = Checkout(folder, work / key, home, env)
+        servers[key] = checkout_server(folder, work / key, home, env)
     rows = []
     try:
         for server in servers.values():

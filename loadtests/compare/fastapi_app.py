@@ -22,7 +22,6 @@ No batching, no metrics, no body-size or content-type guard: what the service ad
 
 from __future__ import annotations
 
-import warnings
 from typing import Annotated
 
 import bentoml
@@ -39,8 +38,6 @@ from service.specs import DIGITS, IRIS, KOBE, MALARIA, ModelSpec
 
 threadpool_limits(limits=1)
 sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
-# Models fitted on a DataFrame warn about missing feature names for every array they get.
-warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
 
 class Prediction(BaseModel):
