@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from service import v2
 from service.batching import ModelBatcher, Overloaded
+from service.connections import guard_connections
 from service.drift import DriftGauges, DriftMonitor, DriftReport, Profile, configured_window
 from service.http import JsonNotFound, ModelsNotReady, RequestGuard, client_errors, patch_bentoml
 from service.openapi import ContractDocument
@@ -73,6 +74,7 @@ packages are pinned in bentofile.yaml; docker/containerize.sh swaps the base off
 
 info_app = FastAPI(title="model metadata")
 patch_bentoml()  # before the server builds its middleware stack
+guard_connections()  # before BentoML's worker builds uvicorn's config
 
 
 @bentoml.asgi_app(info_app, path="/")
