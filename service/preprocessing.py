@@ -11,7 +11,8 @@ import binascii
 import io
 import struct
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageChops, ImageOps, ImageStat, UnidentifiedImageError
@@ -20,6 +21,9 @@ from service.specs import KOBE, CategoricalFeature, ImageInput, ModelSpec, Numer
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: the arbiter never needs it
     import pandas as pd
+
+Columns = Mapping[str, Sequence[Any]]
+"""Tabular rows by column: a DataFrame (training) or {feature: values} (serving)."""
 
 # Larger images are refused before their pixels are decoded (decompression bombs).
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -184,12 +188,14 @@ def records_frame(records: list[dict], spec: ModelSpec) -> pd.DataFrame:
                          for f in spec.features})
 
 
-def kobe_shot_context(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def kobe_shot_context(columns: Columns) -> dict[str, np.ndarray]:
     """Derived shot facts: home game, shot angle, seconds left in the period."""
+    loc_x, loc_y = (np.asarray(columns[name], np.float64) for name in ("loc_x", "loc_y"))
+    minutes, seconds = (np.asarray(columns[name], np.float64) for name in ("minutes_remaining", "seconds_remaining"))
     return {
-        "home": np.fromiter((" vs. " in matchup for matchup in frame["matchup"]), np.float64, len(frame)),
-        "angle": np.arctan2(frame["loc_x"].to_numpy(np.float64), frame["loc_y"].to_numpy(np.float64).clip(-10) + 10),
-        "clock": (frame["minutes_remaining"] * 60 + frame["seconds_remaining"]).to_numpy(np.float64),
+        "home": np.fromiter((" vs. " in matchup for matchup in columns["matchup"]), np.float64, len(loc_x)),
+        "angle": np.arctan2(loc_x, loc_y.clip(-10) + 10),
+        "clock": minutes * 60 + seconds,
     }
 
 
@@ -199,19 +205,31 @@ KOBE_CATEGORY_CODES = {f.name: {value: float(code) for code, value in enumerate(
 coded by their position in the spec's list."""
 
 
-def kobe_model_matrix(frame: pd.DataFrame) -> np.ndarray:
+def kobe_model_matrix(columns: Columns) -> np.ndarray:
     """The kobe trees' input: category codes, then the numbers and the derived facts.
 
-    Runs first in the saved kobe Pipeline, so the model derives its inputs itself. An
-    unknown category codes as -1, which the trees treat as missing. Dictionary look-ups:
-    a ColumnTransformer with an OrdinalEncoder (or pandas Categoricals) cost 3-4 ms a call.
+    Runs first in the saved kobe Pipeline (on a DataFrame, in training), so the model
+    derives its inputs itself; serving calls it on a batch's columns of validated records
+    and the trees on its result (MODEL_MATRICES): no pandas per request. An unknown
+    category codes as -1, which the trees treat as missing. Dictionary look-ups: a
+    ColumnTransformer with an OrdinalEncoder (or pandas Categoricals) cost 3-4 ms a call.
     """
-    rows = len(frame)
-    columns = [np.fromiter((codes.get(value, -1.0) for value in frame[name]), np.float64, rows)
-               for name, codes in KOBE_CATEGORY_CODES.items()]
-    columns += [frame[f.name].to_numpy(np.float64) for f in KOBE.numeric_features]
-    columns += list(kobe_shot_context(frame).values())
-    return np.column_stack(columns)
+    rows = len(columns[KOBE.features[0].name])
+    matrix = [np.fromiter((codes.get(value, -1.0) for value in columns[name]), np.float64, rows)
+              for name, codes in KOBE_CATEGORY_CODES.items()]
+    matrix += [np.asarray(columns[f.name], np.float64) for f in KOBE.numeric_features]
+    matrix += list(kobe_shot_context(columns).values())
+    return np.column_stack(matrix)
+
+
+MODEL_MATRICES: dict[str, Callable[[Columns], np.ndarray]] = {KOBE.name: kobe_model_matrix}
+"""Models whose stored sklearn Pipeline starts with FunctionTransformer(this function):
+serving builds the matrix from a batch's columns itself and runs the rest of the pipeline."""
+
+
+def records_columns(records: Sequence[Mapping[str, Any]], spec: ModelSpec) -> dict[str, list]:
+    """Validated records -> {feature: values}, in the spec's feature order."""
+    return {f.name: [record[f.name] for record in records] for f in spec.features}
 
 
 def decode_base64(images: list[str]) -> list[bytes]:

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from service.preprocessing import records_frame
+from service.preprocessing import MODEL_MATRICES, records_columns, records_frame
 from service.specs import KERAS_MODEL_FILE, LITERT_MODEL_FILE, ModelSpec
+from service.trees import fold_category_encoder
 
 
 def cpu_count(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
@@ -43,15 +44,22 @@ class ServedModel:
     """Rows in model form (DataFrame or array) -> probabilities (n, classes)."""
     framework: str
     """"sklearn" or "litert"."""
+    matrix: Callable[[Any], np.ndarray] | None = None
+    """Columns -> the model's matrix, where the stored pipeline starts with this step
+    (preprocessing.MODEL_MATRICES) and predict_proba runs the rest of it."""
 
     def combine(self, parts: Sequence[Any]) -> Any:
-        """Many requests' rows -> one model input (the adaptive batch)."""
-        if self.spec.task == "tabular" and self.spec.numeric_only:  # no DataFrame per batch
+        """Many requests' rows -> one model input (the adaptive batch). No pandas where the
+        model does not need it: all-numeric records become an array, kobe's its matrix."""
+        if self.spec.task != "tabular":
+            return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        records = [row for part in parts for row in part]
+        if self.spec.numeric_only:
             names = self.spec.feature_names
-            return np.array([[row[name] for name in names] for part in parts for row in part], dtype=np.float64)
-        if self.spec.task == "tabular":
-            return records_frame([row for part in parts for row in part], self.spec)
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+            return np.array([[row[name] for name in names] for row in records], dtype=np.float64)
+        if self.matrix is not None:
+            return self.matrix(records_columns(records, self.spec))
+        return records_frame(records, self.spec)
 
 
 def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
@@ -75,6 +83,13 @@ def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
     import sklearn
 
     model = bentoml.sklearn.load_model(stored)
+    matrix = MODEL_MATRICES.get(spec.name)
+    if matrix is not None:
+        model = _after_matrix_step(model, matrix, str(stored.tag))
+        folded = fold_category_encoder(model)
+        if folded is not None:
+            model, encode = folded
+            matrix = _then(matrix, encode)
     single_threaded = threading.local()
 
     def predict(rows: Any) -> np.ndarray:
@@ -86,7 +101,23 @@ def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
             single_threaded.set = True
         return model.predict_proba(rows)
 
-    return ServedModel(spec, str(stored.tag), metadata, predict, "sklearn")
+    return ServedModel(spec, str(stored.tag), metadata, predict, "sklearn", matrix)
+
+
+def _then(first: Callable[[Any], np.ndarray], second: Callable[[np.ndarray], np.ndarray]) -> Callable:
+    def both(columns: Any) -> np.ndarray:
+        return second(first(columns))
+
+    return both
+
+
+def _after_matrix_step(pipeline: Any, matrix: Callable, tag: str) -> Any:
+    """The stored pipeline without its first step, which must be FunctionTransformer(matrix)."""
+    steps = getattr(pipeline, "steps", None)
+    if not steps or getattr(steps[0][1], "func", None) is not matrix:
+        raise RuntimeError(f"{tag} does not start with {matrix.__name__}: retrain it")
+    rest = pipeline[1:]
+    return rest.steps[0][1] if len(rest.steps) == 1 else rest
 
 
 def one_thread_per_call() -> None:
