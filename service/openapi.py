@@ -5,7 +5,8 @@ BentoML documents its API routes' 400 body with `detail` as a string (its valida
 errors send a list), and neither it nor FastAPI knows the statuses this service adds: 413
 and 415 from the request guard, 503 when overloaded or still loading, the V2 routes' 400,
 404 and 503 with their `{"error": ...}` body, or the V2 request body (read by hand, so
-FastAPI sees no schema). Every fix is made here, to a copy of the generated document.
+FastAPI sees no schema). Every fix is made here, to a copy of the generated document, which
+also gains the V2 infer routes: a bare Starlette app serves them (service/v2_infer.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.v2 import BINARY_DTYPES, OUTPUTS
+from service.v2_infer import INFER_PATHS
 
 ERROR = "ServiceError"
 ERROR_SCHEMA = {
@@ -64,10 +66,31 @@ def _error(description: str, schema: dict[str, Any] | None = None, headers: dict
     return response
 
 
+def _v2_infer_operation(path: str) -> dict[str, Any]:
+    """The V2 infer operation before the fixes below (which add its body and error statuses)."""
+    versioned = "{version}" in path
+    parameters = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string", "title": "Name"}}]
+    if versioned:
+        parameters.append({"name": "version", "in": "path", "required": True,
+                           "schema": {"type": "string", "title": "Version"}})
+    return {
+        "summary": "V2 Version Infer" if versioned else "V2 Infer",
+        "operationId": "v2_version_infer" if versioned else "v2_infer",
+        "parameters": parameters,
+        "responses": {"200": {"description": "the outputs; with binary outputs requested, the JSON header "
+                                             "then the tensors (Inference-Header-Content-Length)",
+                              "content": {"application/json": {"schema": {"type": "object"}},
+                                          "application/octet-stream": {"schema": {"type": "string",
+                                                                                  "format": "binary"}}}}},
+    }
+
+
 def contract(generated: dict[str, Any], api_routes: set[str], models: list[str]) -> dict[str, Any]:
     """The generated document with every status each route answers, and its body."""
     document = copy.deepcopy(generated)
     document.setdefault("components", {}).setdefault("schemas", {})[ERROR] = ERROR_SCHEMA
+    for path in INFER_PATHS:  # served by a bare Starlette app (service/v2_infer.py): not in FastAPI's part
+        document["paths"].setdefault(path, {"post": _v2_infer_operation(path)})
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             responses = operation.setdefault("responses", {})

@@ -18,11 +18,11 @@ from typing import Annotated, Any
 
 import bentoml
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
-from starlette.responses import JSONResponse, Response
+from fastapi import FastAPI, HTTPException
+from starlette.responses import JSONResponse
 
 from service import v2
-from service.batching import ModelBatcher, Overloaded
+from service.batching import ModelBatcher
 from service.connections import guard_connections
 from service.drift import DriftGauges, DriftMonitor, DriftReport, Profile, configured_window
 from service.http import JsonNotFound, ModelsNotReady, RequestGuard, client_errors, patch_bentoml
@@ -43,6 +43,7 @@ from service.schemas import (
     records_field,
 )
 from service.specs import DIGITS, IRIS, KOBE, MALARIA, SPECS
+from service.v2_infer import V2Infer, infer_app
 
 logger = logging.getLogger("bentoml.service.model_serving")
 
@@ -73,11 +74,13 @@ image, measured); every package here installs from a wheel, so no distro recipe.
 packages are pinned in bentofile.yaml; docker/containerize.sh swaps the base offline."""
 
 info_app = FastAPI(title="model metadata")
+v2_infer = V2Infer()
 patch_bentoml()  # before the server builds its middleware stack
 guard_connections()  # before BentoML's worker builds uvicorn's config
 
 
 @bentoml.asgi_app(info_app, path="/")
+@bentoml.asgi_app(infer_app(v2_infer), path="/")  # mounted first: it takes only the V2 infer routes
 @bentoml.service(
     name="model-serving",
     image=RUNTIME_IMAGE,
@@ -117,6 +120,7 @@ class ModelServing:
         # single-threaded (service/runtime.py, one_thread_per_call).
         self.threads = cpu_count()
         self.batchers: dict[str, ModelBatcher] = {}
+        v2_infer.serve(self._v2_batcher)
         self._load_error: str | None = None
         # Load in the background so /livez answers at once and /readyz reports progress.
         threading.Thread(target=self._load_all, name="load-models", daemon=True).start()
@@ -263,14 +267,6 @@ class ModelServing:
     def v2_version_ready(self, name: str, version: str) -> JSONResponse:
         return self._v2_call(name, version, lambda model: {"name": name, "ready": True})
 
-    @info_app.post("/v2/models/{name}/infer")
-    async def v2_infer(self, name: str, request: Request) -> Response:
-        return await self._v2_infer(name, None, request)
-
-    @info_app.post("/v2/models/{name}/versions/{version}/infer")
-    async def v2_version_infer(self, name: str, version: str, request: Request) -> Response:
-        return await self._v2_infer(name, version, request)
-
     def _v2_batcher(self, name: str, version: str | None) -> ModelBatcher:
         if name not in SPECS:
             raise v2.ProtocolError(404, f"unknown model {name!r}; served: {sorted(SPECS)}")
@@ -288,24 +284,6 @@ class ModelServing:
             return JSONResponse(answer(self._v2_batcher(name, version).model))
         except v2.ProtocolError as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
-
-    async def _v2_infer(self, name: str, version: str | None, request: Request) -> Response:
-        try:
-            batcher = self._v2_batcher(name, version)
-            body = await v2.read_request(request)
-            spec = batcher.model.spec
-            outputs = v2.requested_outputs(body) if isinstance(body, dict) else []
-            _, rows = v2.rows_from_request(spec, body)
-            probabilities = await batcher.predict(rows)
-            content, header_length = v2.response(spec, batcher.model.tag.split(":")[1], body, probabilities, outputs)
-            if header_length is None:
-                return Response(content, media_type="application/json")
-            return Response(content, media_type="application/octet-stream",
-                            headers={"Inference-Header-Content-Length": str(header_length)})
-        except v2.ProtocolError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)
-        except Overloaded as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     # --- metadata -------------------------------------------------------------------------
 
