@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from service.linear import linear_predictor
 from service.preprocessing import MODEL_MATRICES, records_columns, records_frame
 from service.specs import KERAS_MODEL_FILE, LITERT_MODEL_FILE, ModelSpec
 from service.trees import fold_category_encoder
@@ -90,6 +91,10 @@ def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
         if folded is not None:
             model, encode = folded
             matrix = _then(matrix, encode)
+    if spec.numeric_only:
+        linear = linear_predictor(model, _probe_rows(spec))
+        if linear is not None:
+            return ServedModel(spec, str(stored.tag), metadata, linear, "sklearn")
     single_threaded = threading.local()
 
     def predict(rows: Any) -> np.ndarray:
@@ -102,6 +107,14 @@ def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
         return model.predict_proba(rows)
 
     return ServedModel(spec, str(stored.tag), metadata, predict, "sklearn", matrix)
+
+
+def _probe_rows(spec: ModelSpec, rows: int = 256) -> np.ndarray:
+    """Rows spread over every feature's valid range (and its two ends), for parity checks."""
+    low = np.array([f.minimum for f in spec.numeric_features])
+    high = np.array([f.maximum for f in spec.numeric_features])
+    spread = np.random.default_rng(0).uniform(low, high, size=(rows, len(low)))
+    return np.vstack([low, high, spread])
 
 
 def _then(first: Callable[[Any], np.ndarray], second: Callable[[np.ndarray], np.ndarray]) -> Callable:
