@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -44,6 +45,8 @@ contrast and the share of near-black pixels (below DARK)."""
 DARK = 0.1
 OTHER, UNSEEN = "(other)", "(unseen)"
 PROFILE_VERSION = 1
+PUBLISH_INTERVAL_S = 0.5
+"""The gauges are set at most this often per model (the last batches at most this late)."""
 
 
 def configured_window() -> int:
@@ -238,6 +241,8 @@ class DriftMonitor:
         self._seen = 0
         self._lock = threading.Lock()  # observe() on the model's thread, report() on the event loop
         self._publish = publish
+        self._next_publish = 0.0
+        self._publish_pending = False
         if publish is not None:  # the series exist from the start, before any traffic
             publish(spec.name, self.names, np.full(len(sizes), np.nan), 0)
 
@@ -254,10 +259,39 @@ class DriftMonitor:
                        zip(self.profile.features, profiled_columns(self.spec, rows).values(), strict=True)]
             self.add(np.column_stack([*columns, np.asarray(probabilities).argmax(axis=1)]))
             if self._publish is not None:
-                window, statistics = self.statistics()
-                self._publish(self.spec.name, self.names, statistics, window)
+                self._publish_soon()
         except Exception:  # noqa: BLE001 - monitoring must not take serving down; the log says why
             logger.exception("drift monitor of %s failed on a batch", self.spec.name)
+
+    def _publish_soon(self) -> None:
+        """Publish now if the last publication is PUBLISH_INTERVAL_S old, else once it is.
+
+        Computing every statistic and setting the gauges after every batch was 45% of the
+        monitor's cost at concurrency 1 (kobe: 4-5% of the request's CPU), for gauges that
+        are scraped every 15-30 s. The last batches are published at most 0.5 s late.
+        """
+        now = time.monotonic()
+        if now >= self._next_publish:
+            self._next_publish = now + PUBLISH_INTERVAL_S
+            self._publish_now()
+        elif not self._publish_pending:
+            self._publish_pending = True
+            timer = threading.Timer(self._next_publish - now, self._publish_late)
+            timer.daemon = True
+            timer.start()
+
+    def _publish_late(self) -> None:
+        self._publish_pending = False
+        self._next_publish = time.monotonic() + PUBLISH_INTERVAL_S
+        try:
+            self._publish_now()
+        except Exception:  # noqa: BLE001 - as in observe()
+            logger.exception("drift monitor of %s failed to publish", self.spec.name)
+
+    def _publish_now(self) -> None:
+        assert self._publish is not None
+        window, statistics = self.statistics()
+        self._publish(self.spec.name, self.names, statistics, window)
 
     def add(self, bins: np.ndarray) -> None:
         """Rows of bin indices (rows, features + 1) into the ring; the oldest rows drop out."""

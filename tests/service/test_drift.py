@@ -19,7 +19,7 @@ import pytest
 import requests
 from PIL import Image, ImageOps
 
-from service.drift import MIN_ROWS, PSI_THRESHOLD
+from service.drift import MIN_ROWS, PSI_THRESHOLD, PUBLISH_INTERVAL_S
 from service.specs import MALARIA, SPECS
 from tests.deploy.test_monitoring import BENTOML_METRICS
 from tests.servers import Server, free_port
@@ -91,6 +91,7 @@ def test_kobe_dev_shots_do_not_drift_and_prod_three_pointers_do(drift_server, se
     assert {"shot_distance", "shot_zone_basic", "shot_zone_range"} <= flagged(report)
     assert not flagged(report) & {"period", "playoffs", "opponent"}  # the game context did not change
 
+    time.sleep(PUBLISH_INTERVAL_S + 0.5)  # the gauges follow the last batch within the interval
     metrics = requests.get(f"{drift_server.url}/metrics").text
     value = re.search(r'model_input_drift\{[^}]*feature="shot_distance"[^}]*model="kobe"[^}]*\} (\S+)', metrics)
     assert value and float(value.group(1)) > PSI_THRESHOLD, metrics[:2000]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from service import drift
-from service.drift import MIN_ROWS, PSI_THRESHOLD, DriftMonitor, FeatureProfile, Profile, psi
+from service.drift import MIN_ROWS, PSI_THRESHOLD, PUBLISH_INTERVAL_S, DriftMonitor, FeatureProfile, Profile, psi
 from service.specs import IRIS, KOBE, MALARIA
 
 
@@ -163,9 +164,23 @@ def test_published_statistics_are_nan_until_the_minimum_then_numbers():
     model, names, statistics, rows = published[-1]
     assert (model, names, rows) == ("iris", IRIS.feature_names, 100) and np.isnan(statistics).all()
     monitor.observe([training.to_dict("records")[100:]], np.eye(3)[np.zeros(200, int)])
+    time.sleep(PUBLISH_INTERVAL_S + 0.3)  # published once the interval is over
     _, _, statistics, rows = published[-1]
     assert rows == 300 and np.isfinite(statistics).all()
     assert statistics[-1] > PSI_THRESHOLD  # every prediction "setosa" vs a third in training
+
+
+def test_gauges_are_published_at_most_once_an_interval_and_the_last_batch_late():
+    published = []
+    training = pd.DataFrame(np.random.default_rng(0).random((300, 4)) * 5, columns=IRIS.feature_names)
+    profile = Profile.from_training(IRIS, training, np.random.default_rng(0).dirichlet([1, 1, 1], 300))
+    monitor = DriftMonitor(IRIS, profile, 1000, lambda *args: published.append(args[3]))
+    records = training.to_dict("records")
+    for row in records[:250]:  # 250 batches of one row, well within one interval
+        monitor.observe([[row]], np.eye(3)[[0]])
+    assert published == [0, 1]  # the series at creation, then the first batch at once
+    time.sleep(PUBLISH_INTERVAL_S + 0.3)
+    assert published == [0, 1, 250]
 
 
 def test_drift_window_from_the_environment(monkeypatch):
