@@ -2,19 +2,21 @@
 
 uvicorn 0.55 (which BentoML 1.4 runs) never times out a connection that is still sending
 its request line or headers: 300 sockets holding partial headers stayed open for good.
-It has no cap on connections either, and BentoML does not pass `timeout_keep_alive` or
-`limit_concurrency` through. This module gives the worker's uvicorn a protocol class,
-a subclass of its own httptools protocol, that adds them:
+It has no cap on connections either, and BentoML passes no `limit_concurrency`. This
+module gives the worker's uvicorn a protocol class, a subclass of its own httptools
+protocol, that adds them:
 
-- HTTP_HEADER_TIMEOUT (s, default 10): from the connection's first byte, or from the
-  first byte of the next request on a kept-alive connection, the request line and
-  headers must arrive in time; else 408 and the connection is closed. A connection that
-  sends nothing is closed too (no answer: it asked nothing). The body's time is bounded
-  by the service's traffic timeout (30 s, 504).
+- HTTP_HEADER_TIMEOUT (s, default 10): from the moment the connection opens, or from the
+  first byte of the next request on a kept-alive connection (any byte that arrives while
+  no request is in progress), the request line and headers must arrive in time; else 408
+  (unless an earlier response is still being sent) and the connection is closed. A
+  connection that sends nothing is closed too (no answer: it asked nothing). The body's
+  time is bounded by the service's traffic timeout (30 s, 504).
 - HTTP_KEEP_ALIVE_TIMEOUT (s, default 75): an idle kept-alive connection is closed after
-  this long. Longer than the 60 s idle timeout of ingress-nginx and the usual cloud load
-  balancers, so the proxy closes idle upstream connections first (the other way round
-  a proxy can reuse a connection just as the server closes it and answer 502).
+  this long; it replaces `bentoml serve --timeout-keep-alive`. Longer than the 60 s idle
+  timeout of ingress-nginx and the usual cloud load balancers, so the proxy closes idle
+  upstream connections first (the other way round a proxy can reuse a connection just
+  as the server closes it and answer 502).
 - HTTP_MAX_CONNECTIONS (default 2048): a connection beyond this many open ones is
   answered 503 with Retry-After and closed at once; connections under the cap are served
   meanwhile. In-flight requests have their own cap (max_concurrency 512, 429).
@@ -81,6 +83,15 @@ def guarded_protocol() -> type[asyncio.Protocol] | None:
             self._disarm_header_deadline()
             super().connection_lost(exc)
 
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)  # cancels the keep-alive timer on any byte
+            # Bytes that start no request (a stray CRLF between requests, the rest of a body
+            # refused before it was read) must not leave the connection without a timer.
+            if (self._header_deadline is None and self.timeout_keep_alive_task is None
+                    and not self.transport.is_closing() and not self.pipeline
+                    and (self.cycle is None or self.cycle.response_complete)):
+                self._arm_header_deadline()
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._request_started = True
@@ -104,7 +115,8 @@ def guarded_protocol() -> type[asyncio.Protocol] | None:
             self._header_deadline = None
             if self.transport.is_closing():
                 return
-            if self._request_started:
+            answering = self.cycle is not None and not self.cycle.response_complete
+            if self._request_started and not answering:  # never inside an earlier response
                 self.transport.write(REQUEST_TIMEOUT)
             self.transport.close()
 

@@ -81,13 +81,13 @@ class RequestGuard:
             media_type = headers.get("content-type", "").split(";")[0].strip().lower()
             if media_type != required:
                 await _send_json(send, 415, f"{scope['path']} takes {required}, "
-                                            f"not {media_type or 'a body without Content-Type'}")
+                                            f"not {media_type or 'a body without Content-Type'}", close=True)
                 return
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await _send_json(send, 413, f"request body of {declared} bytes is over the limit of "
-                                        f"{self.max_body_bytes} bytes")
-            return  # unread body: the server closes the connection
+                                        f"{self.max_body_bytes} bytes", close=True)
+            return  # unread body: the connection is closed after the answer
 
         received = 0
         too_large = disconnected = False
@@ -120,7 +120,8 @@ class RequestGuard:
             if too_large:  # replace whatever the app answers to a cut-off body
                 if not started:
                     started = True
-                    await _send_json(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes")
+                    await _send_json(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes",
+                                     close=True)
                 return
             if disconnected and message["type"] == "http.response.start":
                 message = {**message, "status": CLIENT_CLOSED_REQUEST}  # nobody will read it
@@ -130,7 +131,7 @@ class RequestGuard:
         if not (too_large or disconnected):
             await self.app(scope, app_receive, guarded_send)
         if too_large and not started:
-            await _send_json(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes")
+            await _send_json(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes", close=True)
         elif disconnected and not started:
             await _send_json(guarded_send, CLIENT_CLOSED_REQUEST, "the client closed the connection")
 
@@ -187,10 +188,13 @@ def _replay(body: bytes, receive: Callable) -> Callable:
     return replay
 
 
-async def _send_json(send: Callable, status: int, message: str) -> None:
+async def _send_json(send: Callable, status: int, message: str, close: bool = False) -> None:
+    """A JSON error; close=True when the request's body was not read (the connection ends)."""
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -17,7 +17,7 @@ from tests.servers import Server
 
 pytestmark = pytest.mark.slow
 
-HEADER_TIMEOUT = 2.0
+HEADER_TIMEOUT = 4.0
 KEEP_ALIVE = 2.0
 MAX_CONNECTIONS = 150
 IRIS = {"records": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}
@@ -88,12 +88,40 @@ def test_kept_alive_connection_is_reused_then_closed_when_idle(limited):
     assert time.monotonic() - started < KEEP_ALIVE + 1
 
 
+def test_bytes_that_start_no_request_do_not_keep_a_connection_open(limited):
+    """A stray CRLF after an answer cancels uvicorn's keep-alive timer: the header deadline
+    must then close the connection."""
+    sock = connect(limited)
+    sock.sendall(post_iris())
+    answer = http.client.HTTPResponse(sock)
+    answer.begin()
+    assert answer.status == 200 and answer.read()
+    sock.sendall(b"\r\n")
+    started = time.monotonic()
+    rest = read_until_closed(sock, HEADER_TIMEOUT + 5)
+    assert rest == b"" or rest.startswith(b"HTTP/1.1 408 "), rest[:100]
+    assert time.monotonic() - started < HEADER_TIMEOUT + 2
+
+
+def test_a_body_refused_before_it_is_read_ends_the_connection(limited):
+    sock = connect(limited)
+    sock.sendall(b"POST /iris HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 999999999\r\n\r\n{")
+    answer = read_until_closed(sock, 5)
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"connection: close" in answer.lower(), answer[:200]
+
+
 def test_connections_over_the_cap_get_a_short_503_and_the_rest_are_served(limited):
     held = [connect(limited) for _ in range(MAX_CONNECTIONS + 20)]
     try:
-        time.sleep(0.3)  # well under the header timeout: silent connections under the cap stay open
-        readable, _, _ = select.select(held, [], [], 0)
-        answers = {sock: sock.recv(65536) for sock in readable}
+        answers: dict[socket.socket, bytes] = {}
+        deadline = time.monotonic() + HEADER_TIMEOUT / 2  # silent connections under the cap stay open
+        while len(answers) < 20 and time.monotonic() < deadline:
+            readable, _, _ = select.select([s for s in held if s not in answers], [], [], 0.1)
+            answers.update((sock, sock.recv(65536)) for sock in readable)
+        time.sleep(0.2)  # any answer beyond the 20 would have come by now
+        readable, _, _ = select.select([s for s in held if s not in answers], [], [], 0)
+        answers.update((sock, sock.recv(65536)) for sock in readable)
         refused = list(answers.values())
         assert 20 <= len(refused) <= 21, len(refused)  # the test's own probe may hold one slot
         assert all(a.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in a for a in refused), refused[:1]
