@@ -37,6 +37,7 @@ HEADER_TIMEOUT_S = float(os.environ.get("HTTP_HEADER_TIMEOUT", 10))
 KEEP_ALIVE_TIMEOUT_S = float(os.environ.get("HTTP_KEEP_ALIVE_TIMEOUT", 75))
 MAX_CONNECTIONS = int(os.environ.get("HTTP_MAX_CONNECTIONS", 2048))
 
+
 def _response(status: str, message: str, extra: str = "") -> bytes:
     body = f'{{"error": "{message}"}}'.encode()
     head = (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra}"

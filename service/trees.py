@@ -31,7 +31,7 @@ def fold_category_encoder(estimator: Any) -> tuple[Any, Callable[[np.ndarray], n
     import sklearn
 
     if sklearn.__version__ != FOLDED_SKLEARN:
-        logger.warning("kobe keeps scikit-learn's per-call category encoder: written for %s, found %s",
+        logger.warning("the trees keep scikit-learn's per-call category encoder: written for %s, found %s",
                        FOLDED_SKLEARN, sklearn.__version__)
         return None
     preprocessor = getattr(estimator, "_preprocessor", None)
