@@ -11,10 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from service.linear import linear_predictor
+from service import arrays
 from service.preprocessing import MODEL_MATRICES, records_columns, records_frame
-from service.specs import KERAS_MODEL_FILE, LITERT_MODEL_FILE, ModelSpec
-from service.trees import fold_category_encoder
+from service.specs import ARRAYS_MODEL_FILE, LITERT_MODEL_FILE, ModelSpec
 
 
 def cpu_count(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
@@ -44,9 +43,9 @@ class ServedModel:
     predict_proba: Callable[[Any], np.ndarray]
     """Rows in model form (DataFrame or array) -> probabilities (n, classes)."""
     framework: str
-    """"sklearn" or "litert"."""
+    """"arrays" (a scikit-learn model's arrays, service/arrays.py) or "litert"."""
     matrix: Callable[[Any], np.ndarray] | None = None
-    """Columns -> the model's matrix, where the stored pipeline starts with this step
+    """Columns -> the model's matrix, where the trained pipeline starts with this step
     (preprocessing.MODEL_MATRICES) and predict_proba runs the rest of it."""
 
     def combine(self, parts: Sequence[Any]) -> Any:
@@ -77,70 +76,35 @@ def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
 
         model = LiteRTModel(Path(stored.path_of(LITERT_MODEL_FILE)).read_bytes(), threads)
         return ServedModel(spec, str(stored.tag), metadata, model, "litert")
-    if KERAS_MODEL_FILE in files:  # the fingerprint check above should have caught it
-        raise RuntimeError(f"{stored.tag} has no {LITERT_MODEL_FILE} (the service runs LiteRT, not Keras): "
-                           f"retrain it (python -m training {spec.name})")
-    import bentoml
-    import sklearn
-
-    model = bentoml.sklearn.load_model(stored)
+    if ARRAYS_MODEL_FILE not in files:  # the fingerprint check above should have caught it
+        raise RuntimeError(f"{stored.tag} has neither {LITERT_MODEL_FILE} nor {ARRAYS_MODEL_FILE} (the service "
+                           f"runs neither Keras nor scikit-learn): retrain it (python -m training {spec.name})")
+    kind, exported = arrays.read(Path(stored.path_of(ARRAYS_MODEL_FILE)).read_bytes())
     matrix = MODEL_MATRICES.get(spec.name)
-    if matrix is not None:
-        model = _after_matrix_step(model, matrix, str(stored.tag))
-        folded = fold_category_encoder(model)
-        if folded is not None:
-            model, encode = folded
-            matrix = _then(matrix, encode)
-    if spec.numeric_only:
-        linear = linear_predictor(model, _probe_rows(spec))
-        if linear is not None:
-            return ServedModel(spec, str(stored.tag), metadata, linear, "sklearn")
+    expected_input = matrix.__name__ if matrix is not None else "features"
+    stored_input = metadata.get("arrays", {}).get("input")
+    if stored_input != expected_input:
+        raise RuntimeError(f"{stored.tag} takes {stored_input} where the service gives it {expected_input}: "
+                           f"retrain it (python -m training {spec.name})")
+    model = arrays.predictor(kind, exported)
     single_threaded = threading.local()
 
     def predict(rows: Any) -> np.ndarray:
         if not getattr(single_threaded, "set", False):
             one_thread_per_call()
-            # Inputs were validated already: skip sklearn's finiteness and parameter checks
-            # (kobe, 16 rows: 11.7 -> 9.5 ms a call). sklearn's config is per thread.
-            sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
             single_threaded.set = True
-        return model.predict_proba(rows)
+        return model(rows)
 
-    return ServedModel(spec, str(stored.tag), metadata, predict, "sklearn", matrix)
-
-
-def _probe_rows(spec: ModelSpec, rows: int = 256) -> np.ndarray:
-    """Rows spread over every feature's valid range (and its two ends), for parity checks."""
-    low = np.array([f.minimum for f in spec.numeric_features])
-    high = np.array([f.maximum for f in spec.numeric_features])
-    spread = np.random.default_rng(0).uniform(low, high, size=(rows, len(low)))
-    return np.vstack([low, high, spread])
-
-
-def _then(first: Callable[[Any], np.ndarray], second: Callable[[np.ndarray], np.ndarray]) -> Callable:
-    def both(columns: Any) -> np.ndarray:
-        return second(first(columns))
-
-    return both
-
-
-def _after_matrix_step(pipeline: Any, matrix: Callable, tag: str) -> Any:
-    """The stored pipeline without its first step, which must be FunctionTransformer(matrix)."""
-    steps = getattr(pipeline, "steps", None)
-    if not steps or getattr(steps[0][1], "func", None) is not matrix:
-        raise RuntimeError(f"{tag} does not start with {matrix.__name__}: retrain it")
-    rest = pipeline[1:]
-    return rest.steps[0][1] if len(rest.steps) == 1 else rest
+    return ServedModel(spec, str(stored.tag), metadata, predict, "arrays", matrix)
 
 
 def one_thread_per_call() -> None:
-    """OpenMP and BLAS use one thread for calls from this thread.
+    """BLAS (numpy's matrix products: the digits kernel) uses one thread.
 
-    sklearn's batches are small: extra threads only spin against each other, the event
-    loop and TensorFlow (kobe, 12 rows: 3.4 ms of CPU a call with one thread, 7 ms with
-    two, and no faster). OpenMP's thread count belongs to the calling thread, so each
-    thread that runs a model sets it once; a limit set at start-up did nothing, as
-    sklearn's OpenMP runtime was not loaded yet.
+    The batches are small: extra threads only spin against each other and the event loop
+    (with scikit-learn's trees, kobe at 12 rows took 3.4 ms of CPU a call with one thread,
+    7 ms with two, and was no faster). Called from each thread that runs a model, as
+    OpenMP's limit belongs to the calling thread.
     """
     from threadpoolctl import threadpool_limits
 

@@ -15,13 +15,17 @@ from typing import Literal
 
 Task = Literal["tabular", "image"]
 
-# File names inside a BentoML model folder: the Keras model (the trained source of truth)
-# and the LiteRT (TFLite) conversion the service runs, without TensorFlow.
+# File names inside a BentoML model folder: the trained source of truth (the Keras model;
+# scikit-learn's pickle, where bentoml.sklearn.load_model finds it) and what the service
+# runs: the LiteRT (TFLite) conversion without TensorFlow, the arrays without scikit-learn.
 KERAS_MODEL_FILE = "model.keras"
 LITERT_MODEL_FILE = "model.tflite"
-SERVING_ARTIFACTS_VERSION = 2
-"""Raise it when every stored model needs something new saved with it (2: the drift profile):
-it enters each fingerprint, so older models are refused and `--only-missing` retrains them."""
+SKLEARN_MODEL_FILE = "saved_model.pkl"
+ARRAYS_MODEL_FILE = "model.npz"
+SERVING_ARTIFACTS_VERSION = 3
+"""Raise it when every stored model needs something new saved with it (2: the drift
+profile; 3: the scikit-learn models' arrays): it enters each fingerprint, so older models
+are refused and `--only-missing` retrains them."""
 
 
 @dataclass(frozen=True)

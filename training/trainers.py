@@ -27,8 +27,18 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.svm import SVC
 
 from service.litert import runtime_version as litert_version
-from service.preprocessing import KOBE_CATEGORY_CODES, kobe_model_matrix
-from service.specs import DIGITS, IRIS, KERAS_MODEL_FILE, KOBE, LITERT_MODEL_FILE, MALARIA, ModelSpec
+from service.preprocessing import KOBE_CATEGORY_CODES, MODEL_MATRICES, kobe_model_matrix
+from service.specs import (
+    ARRAYS_MODEL_FILE,
+    DIGITS,
+    IRIS,
+    KERAS_MODEL_FILE,
+    KOBE,
+    LITERT_MODEL_FILE,
+    MALARIA,
+    SKLEARN_MODEL_FILE,
+    ModelSpec,
+)
 from training import datasets
 from training.datasets import Dataset
 from training.settings import Settings
@@ -102,11 +112,37 @@ class SklearnTrainer(Trainer):
     def predict_proba(self, model: Any, features: Any) -> np.ndarray:
         return np.asarray(model.predict_proba(features))
 
-    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any], export: Export) -> Any:
-        import bentoml
+    def export(self, model: Any, test: Dataset) -> Export:
+        """The arrays the service runs (training/arrays.py), checked against scikit-learn on
+        the test split and, for numeric inputs, on rows spread over the valid ranges."""
+        from training import arrays
 
-        assert not export.files, "sklearn models are saved by bentoml.sklearn alone"
-        return bentoml.sklearn.save_model(self.spec.name, model, labels=labels, metadata=metadata)
+        inputs = test.features
+        if self.spec.numeric_only:
+            inputs = np.vstack([np.asarray(inputs, np.float64), arrays.spread_rows(self.spec)])
+        try:
+            conversion = arrays.convert(model, inputs, self.predict_proba(model, inputs),
+                                        MODEL_MATRICES.get(self.spec.name))
+        except arrays.NotExportable as error:
+            return Export(failures=[f"the service cannot run this model from arrays: {error}"])
+        return Export(files={ARRAYS_MODEL_FILE: conversion.content}, metadata={"arrays": conversion.metadata},
+                      metrics=conversion.metrics, failures=conversion.failures)
+
+    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any], export: Export) -> Any:
+        """scikit-learn's pickle where bentoml.sklearn.load_model finds it, and the arrays."""
+        import bentoml
+        import joblib
+        import sklearn
+
+        with bentoml.models.create(
+            self.spec.name, labels=labels, metadata=metadata, module="bentoml.sklearn", api_version="v1",
+            context=bentoml.models.ModelContext(framework_name="sklearn",
+                                                framework_versions={"scikit-learn": sklearn.__version__}),
+        ) as bento_model:
+            joblib.dump(model, bento_model.path_of(SKLEARN_MODEL_FILE))
+            for name, content in export.files.items():
+                Path(bento_model.path_of(name)).write_bytes(content)
+        return bento_model
 
     def log_to_mlflow(self, model: Any, registered_name: str | None) -> None:
         import mlflow.sklearn

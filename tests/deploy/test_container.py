@@ -264,13 +264,14 @@ def test_image_holds_the_pinned_stack(docker, container):
     assert {name: version(name) for name in pins} == pins, "bentofile.yaml pins differ from this venv"
 
 
-def test_image_carries_no_tensorflow_or_keras(docker, container):
-    """The serving stack runs the CNN with LiteRT: TensorFlow (1.3 GB) stays a training extra."""
+def test_image_carries_no_tensorflow_keras_or_scikit_learn(docker, container):
+    """The serving stack runs the CNN with LiteRT and the other models from their arrays:
+    TensorFlow (1.3 GB), scikit-learn and SciPy stay training extras."""
     program = ("import importlib.metadata as m; "
                "print(sorted(d.metadata['Name'].lower() for d in m.distributions()))")
     installed = docker.run("exec", container.name, "/app/.venv/bin/python", "-c", program).stdout
     assert "'ai-edge-litert'" in installed
-    for package in ("tensorflow", "tensorflow-cpu", "keras", "tf-keras", "mlflow"):
+    for package in ("tensorflow", "tensorflow-cpu", "keras", "tf-keras", "mlflow", "scikit-learn", "scipy"):
         assert f"'{package}'" not in installed, f"{package} is in the image"
 
 

@@ -79,8 +79,9 @@ def test_a_model_trained_for_another_schema_is_refused(quick_models):
         bentoml.models.delete(stale.tag)
 
 
-def test_the_running_server_loads_no_tensorflow_or_keras(server):
-    """The CNN runs from its LiteRT file: no process of the server maps TensorFlow or Keras."""
+def test_the_running_server_loads_no_tensorflow_keras_or_scikit_learn(server):
+    """The CNN runs from its LiteRT file and the other three from their arrays: no process
+    of the server maps TensorFlow, Keras, scikit-learn or SciPy (seconds of start-up)."""
     from pathlib import Path
 
     from loadtests.server import descendants
@@ -90,7 +91,8 @@ def test_the_running_server_loads_no_tensorflow_or_keras(server):
     mapped = {line.split()[-1] for pid in processes
               for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if "/" in line}
     assert any("ai_edge_litert" in path for path in mapped), "the LiteRT runtime is not loaded"
-    assert not [p for p in mapped if "/site-packages/tensorflow" in p or "/site-packages/keras" in p]
+    heavy = ("tensorflow", "keras", "sklearn", "scipy")
+    assert not [path for path in mapped if any(f"/site-packages/{package}" in path for package in heavy)]
 
 
 def test_a_worker_killed_with_sigkill_is_replaced_and_answers_right(quick_models):

@@ -31,17 +31,18 @@ def test_no_cgroup_files_and_limits_above_the_machine_give_the_affinity_mask(tmp
     assert cpu_count(tmp_path) == CPUS
 
 
-def test_sklearn_models_run_single_threaded_in_every_thread_that_calls_them(quick_models):
-    """OpenMP's thread count belongs to the calling thread: the model's own thread included."""
+def test_array_models_run_single_threaded_in_every_thread_that_calls_them(quick_models):
+    """BLAS (the digits kernel's matrix product) runs one thread in the model's own thread."""
     import threading
 
     import bentoml
     from threadpoolctl import threadpool_info
 
     from service.runtime import load, warm_up
-    from service.specs import KOBE
+    from service.specs import DIGITS
 
-    model = load(KOBE, bentoml.models.get("kobe:latest"), threads=2)
+    model = load(DIGITS, bentoml.models.get("digits:latest"), threads=2)
+    assert model.framework == "arrays"
     seen: dict[str, int] = {}
 
     def call() -> None:
@@ -51,7 +52,7 @@ def test_sklearn_models_run_single_threaded_in_every_thread_that_calls_them(quic
     thread = threading.Thread(target=call)
     thread.start()
     thread.join()
-    assert seen.get("openmp") == 1, seen
+    assert seen.get("blas") == 1, seen
 
 
 def test_a_stored_model_without_its_litert_file_is_refused_with_what_to_do(tmp_path):
@@ -66,7 +67,7 @@ def test_a_stored_model_without_its_litert_file_is_refused_with_what_to_do(tmp_p
     (tmp_path / KERAS_MODEL_FILE).write_bytes(b"a keras zip")
     stored = SimpleNamespace(tag="malaria:old", path=str(tmp_path), path_of=lambda name: str(tmp_path / name),
                              info=SimpleNamespace(metadata={"spec_fingerprint": MALARIA.fingerprint()}))
-    with pytest.raises(RuntimeError, match=r"malaria:old has no model.tflite .*retrain it"):
+    with pytest.raises(RuntimeError, match=r"malaria:old has neither model.tflite nor model.npz .*retrain it"):
         load(MALARIA, stored, threads=1)
     stored.info.metadata["spec_fingerprint"] = "from an older spec"
     with pytest.raises(RuntimeError, match="trained for a different malaria input schema"):
@@ -92,49 +93,24 @@ def test_kobe_is_served_from_its_records_without_pandas_and_matches_the_stored_p
     assert not isinstance(batch, pd.DataFrame)
     pipeline = bentoml.sklearn.load_model(stored)
     expected = pipeline.predict_proba(typed_frame(pd.DataFrame(records), KOBE))
-    np.testing.assert_array_equal(served.predict_proba(batch), expected)
+    np.testing.assert_allclose(served.predict_proba(batch), expected, rtol=0, atol=1e-15)
 
 
-def test_a_kobe_pipeline_without_the_matrix_step_is_refused():
+def test_arrays_for_another_input_are_refused(quick_models):
+    """Arrays exported for a model matrix are only run on that matrix, and vice versa."""
+    from types import SimpleNamespace
+
+    import bentoml
     import pytest
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import FunctionTransformer
 
-    from service.preprocessing import kobe_model_matrix
-    from service.runtime import _after_matrix_step
+    from service.runtime import load
+    from service.specs import KOBE
 
-    other = Pipeline([("features", FunctionTransformer(lambda frame: frame)), ("identity", FunctionTransformer())])
-    with pytest.raises(RuntimeError, match="does not start with kobe_model_matrix: retrain it"):
-        _after_matrix_step(other, kobe_model_matrix, "kobe:old")
-    ours = Pipeline([("features", FunctionTransformer(kobe_model_matrix)), ("identity", FunctionTransformer())])
-    assert _after_matrix_step(ours, kobe_model_matrix, "kobe:new") is ours.steps[1][1]
-
-
-def test_folded_category_encoder_treats_unknown_and_missing_codes_as_the_encoder_does(quick_models, settings):
-    import bentoml
-    import pandas as pd
-
-    from service.preprocessing import kobe_model_matrix
-    from service.trees import fold_category_encoder
-
-    trees = bentoml.sklearn.load_model(bentoml.models.get("kobe:latest")).steps[-1][1]
-    matrix = kobe_model_matrix(pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_dev.parquet").head(200))
-    categorical = int(trees.is_categorical_.sum())
-    rng = np.random.default_rng(0)
-    odd = matrix.copy()
-    odd[:, :categorical] = rng.choice([-1.0, np.nan, 0.5, 999.0, 0.0, 1.0], size=(len(odd), categorical))
-    bare, encode = fold_category_encoder(trees)
-    for rows in (matrix, odd, matrix[:1]):
-        np.testing.assert_array_equal(bare.predict_proba(encode(rows)), trees.predict_proba(rows))
-    assert trees._preprocessor is not None, "the stored estimator itself is left as it was"
-
-
-def test_the_encoder_is_kept_on_another_scikit_learn(quick_models, monkeypatch):
-    import bentoml
-    import sklearn
-
-    from service.trees import fold_category_encoder
-
-    trees = bentoml.sklearn.load_model(bentoml.models.get("kobe:latest")).steps[-1][1]
-    monkeypatch.setattr(sklearn, "__version__", "1.10.0")
-    assert fold_category_encoder(trees) is None
+    stored = bentoml.models.get("kobe:latest")
+    metadata = dict(stored.info.metadata)
+    assert metadata["arrays"]["input"] == "kobe_model_matrix"
+    metadata["arrays"] = {**metadata["arrays"], "input": "features"}
+    other = SimpleNamespace(tag=stored.tag, path=stored.path, path_of=stored.path_of,
+                            info=SimpleNamespace(metadata=metadata))
+    with pytest.raises(RuntimeError, match="takes features where the service gives it kobe_model_matrix: retrain"):
+        load(KOBE, other, threads=1)
