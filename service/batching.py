@@ -10,7 +10,7 @@ late; a request that still waited longer when its batch starts is shed then.
 Where the model runs (chosen by measurement, docs/benchmarks.md): batches run on the
 model's own thread, with the next one formed and queued there when batches_in_flight is 2
 (the CNN: its compute releases the GIL and overlaps the event loop's HTTP work). A cheap
-sklearn model that is idle runs a request inline on the event loop instead
+tabular model that is idle runs a request inline on the event loop instead
 (Batching.on_event_loop), as a hand-written async route does: at concurrency 1 the
 hand-off to a thread and back costs more than the call (iris: 16% more requests/s), while
 under load inline batches slowed the loop (iris at c=32: 6% fewer).

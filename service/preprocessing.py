@@ -161,7 +161,7 @@ def encoded_image_to_array(data: bytes, spec: ImageInput) -> np.ndarray:
 
 def model_input_from_image(array: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """The model's row for one preprocessed image: flat pixels for tabular-style models."""
-    if spec.features:  # digits: an sklearn model over 64 named pixel features
+    if spec.features:  # digits: a model over 64 named pixel features
         return array.reshape(-1)
     return array
 
@@ -223,8 +223,9 @@ def kobe_model_matrix(columns: Columns) -> np.ndarray:
 
 
 MODEL_MATRICES: dict[str, Callable[[Columns], np.ndarray]] = {KOBE.name: kobe_model_matrix}
-"""Models whose stored sklearn Pipeline starts with FunctionTransformer(this function):
-serving builds the matrix from a batch's columns itself and runs the rest of the pipeline."""
+"""Models whose trained scikit-learn Pipeline starts with FunctionTransformer(this function):
+serving builds the matrix from a batch's columns itself and runs the rest of the pipeline
+(its arrays, service/arrays.py)."""
 
 
 def records_columns(records: Sequence[Mapping[str, Any]], spec: ModelSpec) -> dict[str, list]:

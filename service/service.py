@@ -116,7 +116,7 @@ class ModelServing:
         self._drift_gauges = DriftGauges()
         self._drift_window = configured_window()
         self.drift: dict[str, DriftMonitor] = {}
-        # The CNN (LiteRT) gets every CPU of the container; sklearn models run
+        # The CNN (LiteRT) gets every CPU of the container; the array models run
         # single-threaded (service/runtime.py, one_thread_per_call).
         self.threads = cpu_count()
         self.batchers: dict[str, ModelBatcher] = {}

@@ -102,7 +102,7 @@ class Batching:
     max_latency_ms: int
     batches_in_flight: int = 1
     """2: the next batch is formed while one computes and starts the moment it ends. Pays
-    for the CNN (its compute releases the GIL); sklearn models do Python work per batch
+    for the CNN (its compute releases the GIL); the tabular models do Python work per batch
     and gain more from the bigger batches that form while they wait (docs/benchmarks.md)."""
     on_event_loop: bool = False
     """An idle model runs a request inline on the event loop, without the hand-off to its
