@@ -12,7 +12,7 @@ N records) and the same response shape as the service's POST /iris, /kobe,
 - BLAS/OpenMP limited to one thread (threadpoolctl): one-row calls gain nothing from more;
 - kobe's stored pipeline gets a DataFrame of the records, as its training did (the
   service's own shortcut past the pipeline's first step and the trees' category encoder,
-  service/trees.py, is not what one would write by hand);
+  service/arrays.py, is not what one would write by hand);
 - the CNN runs its LiteRT file (the service's own loader), images decoded by the
   service's preprocessing;
 - uvicorn with uvloop and httptools, no access log (bench.py's command line).

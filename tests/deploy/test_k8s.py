@@ -247,7 +247,7 @@ def test_every_configmap_key_is_read_by_the_service_and_back(rendered, container
 
 def test_resources(container):
     resources = container["resources"]
-    assert resources["requests"] == {"cpu": "1", "memory": "512Mi"}
+    assert resources["requests"] == {"cpu": "1", "memory": "384Mi"}
     assert resources["limits"] == {"cpu": "2", "memory": "1Gi"}
     assert float(resources["limits"]["cpu"]) >= 1
 
