@@ -11,13 +11,13 @@ label or a probability by more than PARITY_MAX_ABS_DIFF, is not saved.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from service import arrays as served
 from service.specs import ModelSpec
+from training.parity import Conversion, compare
 
 EXPORTED_SKLEARN = "1.9.1"
 PARITY_MAX_ABS_DIFF = 1e-9
@@ -34,14 +34,6 @@ def spread_rows(spec: ModelSpec, rows: int = 256) -> np.ndarray:
 
 class NotExportable(ValueError):
     """The model is not one the service can run from arrays."""
-
-
-@dataclass
-class Conversion:
-    content: bytes
-    metadata: dict[str, Any]
-    metrics: dict[str, float]
-    failures: list[str] = field(default_factory=list)
 
 
 def convert(model: Any, inputs: Any, expected: np.ndarray, matrix: Callable | None = None) -> Conversion:
@@ -65,19 +57,12 @@ def convert(model: Any, inputs: Any, expected: np.ndarray, matrix: Callable | No
     kind, exported = export(estimator)
     content = served.save(kind, exported)
     got = served.predictor(*served.read(content))(np.asarray(rows, dtype=np.float64))
-    max_abs_diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("inf")
-    changed = int((got.argmax(axis=1) != expected.argmax(axis=1)).sum()) if got.shape == expected.shape else len(rows)
-    failures = []
-    if changed:
-        failures.append(f"the arrays change {changed} of {len(rows)} labels")
-    if not max_abs_diff <= PARITY_MAX_ABS_DIFF:
-        failures.append(f"the arrays' probabilities differ from scikit-learn's by up to {max_abs_diff:.2e} "
-                        f"(at most {PARITY_MAX_ABS_DIFF:.0e} allowed)")
+    parity = compare(got, expected, PARITY_MAX_ABS_DIFF, "the arrays", "scikit-learn")
     metadata = {"kind": kind, "exported_from": f"scikit-learn=={sklearn.__version__}",
                 "input": matrix.__name__ if matrix is not None else "features",
-                "parity_rows": len(rows), "parity_max_abs_diff": max_abs_diff}
-    return Conversion(content, metadata, {"arrays_max_abs_diff": max_abs_diff,
-                                          "arrays_changed_labels": float(changed)}, failures)
+                "parity_rows": len(rows), "parity_max_abs_diff": parity.max_abs_diff}
+    return Conversion(content, metadata, {"arrays_max_abs_diff": parity.max_abs_diff,
+                                          "arrays_changed_labels": float(parity.changed_labels)}, parity.failures)
 
 
 def export(estimator: Any) -> tuple[str, dict[str, np.ndarray]]:

@@ -8,25 +8,16 @@ probability by more than PARITY_MAX_ABS_DIFF, is not saved.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from service.litert import LiteRTModel, runtime_version
+from training.parity import Conversion, compare
 
 PARITY_MAX_ABS_DIFF = 1e-5
 """Largest probability difference accepted between Keras and LiteRT (measured: ~5e-7)."""
 PARITY_BATCH = 256
-
-
-@dataclass
-class Conversion:
-    content: bytes
-    metadata: dict[str, Any]
-    metrics: dict[str, float]
-    failures: list[str] = field(default_factory=list)
-    """Why the conversion may not be served; empty when it passed the parity check."""
 
 
 def convert(model: Any, keras_file: bytes, inputs: np.ndarray, expected: np.ndarray) -> Conversion:
@@ -36,21 +27,14 @@ def convert(model: Any, keras_file: bytes, inputs: np.ndarray, expected: np.ndar
     content = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     served = LiteRTModel(content, threads=1)
     got = np.concatenate([served(inputs[i:i + PARITY_BATCH]) for i in range(0, len(inputs), PARITY_BATCH)])
-    max_abs_diff = float(np.abs(got - expected).max())
-    changed_labels = int((got.argmax(axis=1) != expected.argmax(axis=1)).sum())
-    failures = []
-    if changed_labels:
-        failures.append(f"LiteRT changes {changed_labels} of {len(inputs)} test labels")
-    if not max_abs_diff <= PARITY_MAX_ABS_DIFF:
-        failures.append(f"LiteRT probabilities differ from Keras by up to {max_abs_diff:.2e} "
-                        f"(at most {PARITY_MAX_ABS_DIFF:.0e} allowed)")
+    parity = compare(got, expected, PARITY_MAX_ABS_DIFF, "LiteRT", "Keras")
     metadata = {
         "converter": f"tensorflow=={tf.__version__} tf.lite.TFLiteConverter.from_keras_model",
         "runtime": f"ai-edge-litert=={runtime_version()}",
         "keras_sha256": hashlib.sha256(keras_file).hexdigest(),
         "litert_sha256": hashlib.sha256(content).hexdigest(),
         "parity_images": len(inputs),
-        "parity_max_abs_diff": max_abs_diff,
+        "parity_max_abs_diff": parity.max_abs_diff,
     }
-    metrics = {"litert_max_abs_diff": max_abs_diff, "litert_changed_labels": float(changed_labels)}
-    return Conversion(content, metadata, metrics, failures)
+    metrics = {"litert_max_abs_diff": parity.max_abs_diff, "litert_changed_labels": float(parity.changed_labels)}
+    return Conversion(content, metadata, metrics, parity.failures)

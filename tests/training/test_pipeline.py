@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from service.litert import LiteRTModel
-from service.specs import KERAS_MODEL_FILE, LITERT_MODEL_FILE, SPECS, Gate
+from service.runtime import load
+from service.specs import ARRAYS_MODEL_FILE, KERAS_MODEL_FILE, LITERT_MODEL_FILE, SPECS, Gate
 from training.datasets import load_malaria
 from training.pipeline import split, train_model
 from training.trainers import TRAINERS
@@ -46,8 +47,46 @@ def test_model_reloaded_from_the_store_predicts_identically(quick_models, settin
         got = served(test.features)
     else:
         got = trainer.predict_proba(bentoml.sklearn.load_model(stored), test.features)
+        served = load(SPECS[name], stored, threads=1)  # the arrays: what the service runs
+        rows = served.matrix(test.features) if served.matrix else np.asarray(test.features, np.float64)
+        np.testing.assert_allclose(served.predict_proba(rows), expected, rtol=0, atol=1e-9)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert expected.shape == (len(test), len(SPECS[name].class_names))
+
+
+@pytest.mark.parametrize("name, kind", [("digits", "calibrated_rbf_svm"), ("iris", "softmax_linear"),
+                                        ("kobe", "boosted_trees")])
+def test_sklearn_models_store_their_pickle_and_arrays_that_passed_parity(quick_models, name, kind):
+    import bentoml
+    from mlflow import MlflowClient
+
+    from service import arrays as served
+    from training.arrays import EXPORTED_SKLEARN, PARITY_MAX_ABS_DIFF
+
+    result = quick_models[name]
+    stored = bentoml.models.get(result.tag)
+    exported = stored.info.metadata["arrays"]
+    assert exported["kind"] == kind and exported["exported_from"] == f"scikit-learn=={EXPORTED_SKLEARN}"
+    assert exported["input"] == ("kobe_model_matrix" if name == "kobe" else "features")
+    assert exported["parity_rows"] > 0 and 0 <= exported["parity_max_abs_diff"] <= PARITY_MAX_ABS_DIFF
+    assert served.read(open(stored.path_of(ARRAYS_MODEL_FILE), "rb").read())[0] == kind
+    assert stored.info.module == "bentoml.sklearn"  # the pickle, for bentoml.sklearn.load_model
+    client = MlflowClient()
+    assert {a.path for a in client.list_artifacts(result.mlflow_run_id, "serving")} == {f"serving/{ARRAYS_MODEL_FILE}"}
+    assert client.get_run(result.mlflow_run_id).data.metrics["arrays_changed_labels"] == 0
+
+
+def test_arrays_that_fail_their_parity_check_are_not_saved(quick_models, settings, monkeypatch):
+    import bentoml
+
+    from training import arrays
+
+    served = bentoml.models.get("iris:latest").tag
+    monkeypatch.setattr(arrays, "PARITY_MAX_ABS_DIFF", -1.0)  # no export can pass
+    result = train_model("iris", settings, quick=True)
+    assert not result.passed and result.tag is None
+    assert any("the arrays: probabilities differ from scikit-learn's" in f for f in result.gate_failures)
+    assert bentoml.models.get("iris:latest").tag == served
 
 
 def test_malaria_stores_keras_and_a_litert_conversion_that_passed_its_parity_check(quick_models):
@@ -98,7 +137,7 @@ def test_a_conversion_that_fails_its_parity_check_is_not_saved(quick_models, set
     monkeypatch.setattr(litert, "PARITY_MAX_ABS_DIFF", -1.0)  # no conversion can pass
     result = train_model("malaria", settings, quick=True)
     assert not result.passed and result.tag is None
-    assert any("LiteRT probabilities differ from Keras" in f for f in result.gate_failures), result.gate_failures
+    assert any("LiteRT: probabilities differ from Keras's" in f for f in result.gate_failures), result.gate_failures
     assert bentoml.models.get("malaria:latest").tag == served
 
 

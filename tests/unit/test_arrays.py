@@ -117,9 +117,12 @@ def test_models_the_arrays_cannot_express_are_refused():
 def test_arrays_that_answer_differently_are_not_saved():
     model = LogisticRegression(max_iter=1000).fit(IRIS_X, IRIS_Y)
     shifted = model.predict_proba(IRIS_X)[:, ::-1]  # what scikit-learn "said": other labels
+    changed = int((shifted.argmax(axis=1) != model.predict_proba(IRIS_X).argmax(axis=1)).sum())
     conversion = arrays.convert(model, IRIS_X, shifted)
-    assert any("change" in failure and "labels" in failure for failure in conversion.failures)
-    assert any("differ from scikit-learn's" in failure for failure in conversion.failures)
+    assert changed > 0
+    assert any(f"the arrays: {changed} of {len(IRIS_X)} held-out labels change" == failure
+               for failure in conversion.failures), conversion.failures
+    assert any("the arrays: probabilities differ from scikit-learn's" in failure for failure in conversion.failures)
 
 
 def test_another_scikit_learn_is_refused(monkeypatch):
