@@ -20,12 +20,11 @@ import pandas as pd
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from service.preprocessing import InvalidInput, encoded_image_to_array, model_input_from_image
+from service.errors import InvalidInput
+from service.preprocessing import encoded_image_to_array, model_input_from_image
 from service.runtime import ServedModel, cpu_count, load
 from service.schemas import RECORD_MODELS, describe
 from service.specs import SPECS, ModelSpec
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 def _parquet_engine(path: Path) -> None:

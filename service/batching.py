@@ -29,13 +29,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from bentoml.exceptions import ServiceUnavailable
 
+from service.errors import Overloaded
 from service.runtime import ServedModel
 
-
-class Overloaded(ServiceUnavailable):
-    """The request would miss max_latency_ms: shed it (503 with Retry-After)."""
+__all__ = ["ModelBatcher", "Overloaded"]
 
 
 @dataclass

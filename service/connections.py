@@ -25,13 +25,9 @@ protocol, that adds them:
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 
-logger = logging.getLogger("bentoml.service.model_serving")
-
-GUARDED_UVICORN = "0.55.0"
-"""The uvicorn version whose HttpToolsProtocol this subclass was written against."""
+from service.errors import error_body
 
 HEADER_TIMEOUT_S = float(os.environ.get("HTTP_HEADER_TIMEOUT", 10))
 KEEP_ALIVE_TIMEOUT_S = float(os.environ.get("HTTP_KEEP_ALIVE_TIMEOUT", 75))
@@ -39,7 +35,7 @@ MAX_CONNECTIONS = int(os.environ.get("HTTP_MAX_CONNECTIONS", 2048))
 
 
 def _response(status: str, message: str, extra: str = "") -> bytes:
-    body = f'{{"error": "{message}"}}'.encode()
+    body = error_body(message)
     head = (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra}"
             f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n")
     return head.encode() + body
@@ -49,19 +45,14 @@ REQUEST_TIMEOUT = _response("408 Request Timeout", "request headers not received
 TOO_MANY_CONNECTIONS = _response("503 Service Unavailable", "too many open connections", "retry-after: 1\r\n")
 
 
-def guarded_protocol() -> type[asyncio.Protocol] | None:
-    """uvicorn's httptools protocol with the limits above, or None where it cannot apply."""
-    import uvicorn
-
-    if uvicorn.__version__ != GUARDED_UVICORN:
-        logger.warning("no header timeout or connection cap: written for uvicorn %s, found %s",
-                       GUARDED_UVICORN, uvicorn.__version__)
-        return None
+def guarded_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with the limits above (written for uvicorn 0.55.0:
+    service/patches.py refuses another version)."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # httptools missing: uvicorn would fall back to h11
-        logger.warning("no header timeout or connection cap: httptools is not installed")
-        return None
+    except ImportError:  # httptools missing: uvicorn would fall back to h11, without the limits
+        raise RuntimeError("httptools is not installed: the connection limits (service/connections.py) "
+                           "subclass uvicorn's httptools protocol") from None
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """HttpToolsProtocol with a header deadline, a keep-alive timeout and a connection cap."""
@@ -134,8 +125,7 @@ def guard_connections() -> None:
     from uvicorn import config
 
     PROTOCOL = guarded_protocol()
-    if PROTOCOL is not None:
-        config.HTTP_PROTOCOLS["auto"] = f"{__name__}:PROTOCOL"
+    config.HTTP_PROTOCOLS["auto"] = f"{__name__}:PROTOCOL"
 
 
 PROTOCOL: type[asyncio.Protocol] | None = None

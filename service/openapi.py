@@ -1,12 +1,12 @@
 """The OpenAPI document the service serves at /docs.json: BentoML's, completed so it tells
 the truth about every route (tests/service/test_contract.py fuzzes it with schemathesis).
 
-BentoML documents its API routes' 400 body with `detail` as a string (its validation
-errors send a list), and neither it nor FastAPI knows the statuses this service adds: 413
-and 415 from the request guard, 503 when overloaded or still loading, the V2 routes' 400,
-404 and 503 with their `{"error": ...}` body, or the V2 request body (read by hand, so
-FastAPI sees no schema). Every fix is made here, to a copy of the generated document, which
-also gains the V2 infer routes: a bare Starlette app serves them (service/v2_infer.py).
+Every error of every route has one body, `ServiceError` (service/errors.py); BentoML
+documents its API routes' 400 with `detail` as a string (its validation errors send a
+list), and neither it nor FastAPI knows the statuses this service adds: 413 and 415 from
+the request guard, 503 when overloaded or still loading, 404 for an unknown model. The V2
+routes are served by a bare Starlette app (service/v2_app.py), so FastAPI never sees them:
+their operations are written here. Every fix is made to a copy of the generated document.
 """
 
 from __future__ import annotations
@@ -17,18 +17,17 @@ from collections.abc import Callable
 from typing import Any
 
 from service.v2 import BINARY_DTYPES, OUTPUTS
-from service.v2_infer import INFER_PATHS
+from service.v2_app import INFER_PATHS, METADATA_PATHS, MODEL_READY_PATHS
 
 ERROR = "ServiceError"
 ERROR_SCHEMA = {
     "type": "object", "title": ERROR, "required": ["error"],
     "properties": {
         "error": {"type": "string", "description": "what was wrong, and where"},
-        "detail": {"description": "schema errors: one object per problem, with its location",
-                   "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+        "detail": {"description": "more about the error where there is more: for schema errors, one object "
+                                  "per problem with its location"},
     },
 }
-FASTAPI_ERROR = {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}}
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
 
 _TENSOR = {
@@ -66,31 +65,66 @@ def _error(description: str, schema: dict[str, Any] | None = None, headers: dict
     return response
 
 
-def _v2_infer_operation(path: str) -> dict[str, Any]:
-    """The V2 infer operation before the fixes below (which add its body and error statuses)."""
-    versioned = "{version}" in path
-    parameters = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string", "title": "Name"}}]
-    if versioned:
-        parameters.append({"name": "version", "in": "path", "required": True,
-                           "schema": {"type": "string", "title": "Version"}})
-    return {
-        "summary": "V2 Version Infer" if versioned else "V2 Infer",
-        "operationId": "v2_version_infer" if versioned else "v2_infer",
-        "parameters": parameters,
-        "responses": {"200": {"description": "the outputs; with binary outputs requested, the JSON header "
-                                             "then the tensors (Inference-Header-Content-Length)",
-                              "content": {"application/json": {"schema": {"type": "object"}},
-                                          "application/octet-stream": {"schema": {"type": "string",
-                                                                                  "format": "binary"}}}}},
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "title": name.title()}}
+            for name in ("name", "version") if f"{{{name}}}" in path]
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_MODEL_METADATA = {"type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"],
+                   "properties": {"name": {"type": "string"}, "platform": {"type": "string"},
+                                  "versions": {"type": "array", "items": {"type": "string"}},
+                                  "inputs": {"type": "array", "items": {"type": "object"}},
+                                  "outputs": {"type": "array", "items": {"type": "object"}}}}
+
+
+def v2_operations() -> dict[str, dict[str, Any]]:
+    """The V2 routes' operations (service/v2_app.py), before the error statuses contract() adds."""
+    paths: dict[str, dict[str, Any]] = {
+        "/v2": {"get": {"summary": "V2 Server Metadata", "operationId": "v2_server_metadata", "responses": {
+            "200": _json("the server's name, version and extensions", {"type": "object"})}}},
+        "/v2/health/live": {"get": {"summary": "V2 Live", "operationId": "v2_live", "responses": {
+            "200": _json("the server is live", {"type": "object", "properties": {"live": {"type": "boolean"}}})}}},
+        "/v2/health/ready": {"get": {"summary": "V2 Ready", "operationId": "v2_ready", "responses": {
+            "200": _json("every model is loaded", {"type": "object", "properties": {"ready": {"type": "boolean"}}}),
+            "503": _json("a model is still loading, or failed to load",
+                         {"type": "object", "properties": {"ready": {"type": "boolean"}}})}}},
     }
+    for path in METADATA_PATHS:
+        versioned = "{version}" in path
+        paths[path] = {"get": {"summary": "V2 Version Metadata" if versioned else "V2 Model Metadata",
+                               "operationId": "v2_version_metadata" if versioned else "v2_model_metadata",
+                               "parameters": _path_parameters(path),
+                               "responses": {"200": _json("the model's inputs and outputs", _MODEL_METADATA)}}}
+    for path in MODEL_READY_PATHS:
+        versioned = "{version}" in path
+        paths[path] = {"get": {"summary": "V2 Version Ready" if versioned else "V2 Model Ready",
+                               "operationId": "v2_version_ready" if versioned else "v2_model_ready",
+                               "parameters": _path_parameters(path),
+                               "responses": {"200": _json("the model is loaded", {"type": "object"})}}}
+    for path in INFER_PATHS:
+        versioned = "{version}" in path
+        paths[path] = {"post": {
+            "summary": "V2 Version Infer" if versioned else "V2 Infer",
+            "operationId": "v2_version_infer" if versioned else "v2_infer",
+            "parameters": _path_parameters(path),
+            "responses": {"200": {"description": "the outputs; with binary outputs requested, the JSON header "
+                                                 "then the tensors (Inference-Header-Content-Length)",
+                                  "content": {"application/json": {"schema": {"type": "object"}},
+                                              "application/octet-stream": {"schema": {"type": "string",
+                                                                                      "format": "binary"}}}}},
+        }}
+    return paths
 
 
 def contract(generated: dict[str, Any], api_routes: set[str], models: list[str]) -> dict[str, Any]:
     """The generated document with every status each route answers, and its body."""
     document = copy.deepcopy(generated)
     document.setdefault("components", {}).setdefault("schemas", {})[ERROR] = ERROR_SCHEMA
-    for path in INFER_PATHS:  # served by a bare Starlette app (service/v2_infer.py): not in FastAPI's part
-        document["paths"].setdefault(path, {"post": _v2_infer_operation(path)})
+    document["paths"].update(v2_operations())  # a bare Starlette app serves them: not in FastAPI's part
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             responses = operation.setdefault("responses", {})
@@ -115,12 +149,11 @@ def contract(generated: dict[str, Any], api_routes: set[str], models: list[str])
                         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
             elif path in ("/models", "/models/{name}/drift"):
                 responses.pop("422", None)
-                responses["503"] = _error("the models are still loading", FASTAPI_ERROR)
+                responses["503"] = _error("the models are still loading", headers=RETRY_AFTER)
                 if "{name}" in path:
-                    responses["404"] = _error("unknown model, or monitoring off", {"anyOf": [
-                        FASTAPI_ERROR, {"$ref": f"#/components/schemas/{ERROR}"}]})  # the latter: no route
-            elif path in ("/readyz", "/v2/health/ready"):
-                responses["503"] = {"description": "not ready: a model is still loading or failed to load"}
+                    responses["404"] = _error("unknown model, or monitoring off")
+            elif path == "/readyz":
+                responses["503"] = _error("not ready: a model is still loading or failed to load")
     return document
 
 
@@ -128,7 +161,7 @@ class ContractDocument:
     """ASGI middleware that answers GET /docs.json with contract(...) of BentoML's document,
     built once on first request (the arbiter never builds it)."""
 
-    def __init__(self, app: Any, generated: Callable[[], dict[str, Any]], api_routes: tuple[str, ...],
+    def __init__(self, app: Any, generated: Callable[[], dict[str, Any]], api_routes: list[str],
                  models: list[str]) -> None:
         self.app = app
         self._generated = generated

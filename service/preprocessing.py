@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageChops, ImageOps, ImageStat, UnidentifiedImageError
 
+from service.errors import InvalidInput
 from service.specs import KOBE, CategoricalFeature, ImageInput, ModelSpec, NumericFeature
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: the arbiter never needs it
@@ -40,10 +41,6 @@ _PILLOW_FORMATS = [f.upper() for f in ACCEPTED_IMAGE_FORMATS]
 # Modes whose samples exceed 8 bits, with the value that means full intensity in each.
 _HIGH_DEPTH_FULL_SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0,
                           "I": 65535.0, "F": 1.0}
-
-
-class InvalidInput(ValueError):
-    """Input a caller can fix; the service answers it with a 4xx and this message."""
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -35,6 +35,13 @@ def cpu_count(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return available
 
 
+Framework = Literal["arrays", "litert"]
+"""What runs a served model: its arrays (a scikit-learn model's, service/arrays.py), or LiteRT."""
+
+V2_PLATFORMS: dict[Framework, str] = {"arrays": "sklearn", "litert": "tensorflow_lite"}
+"""The V2 metadata's `platform` of each framework (the trained model's library)."""
+
+
 @dataclass
 class ServedModel:
     spec: ModelSpec
@@ -42,11 +49,14 @@ class ServedModel:
     metadata: dict[str, Any]
     predict_proba: Callable[[Any], np.ndarray]
     """Rows in model form (DataFrame or array) -> probabilities (n, classes)."""
-    framework: str
-    """"arrays" (a scikit-learn model's arrays, service/arrays.py) or "litert"."""
+    framework: Framework
     matrix: Callable[[Any], np.ndarray] | None = None
     """Columns -> the model's matrix, where the trained pipeline starts with this step
     (preprocessing.MODEL_MATRICES) and predict_proba runs the rest of it."""
+
+    @property
+    def version(self) -> str:
+        return self.tag.split(":")[1]
 
     def combine(self, parts: Sequence[Any]) -> Any:
         """Many requests' rows -> one model input (the adaptive batch). No pandas where the

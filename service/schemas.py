@@ -13,8 +13,9 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import PydanticCustomError
 
-from service.preprocessing import InvalidInput, typed_frame
-from service.specs import DIGITS, IRIS, KOBE, MALARIA, CategoricalFeature, ModelSpec, NumericFeature
+from service.errors import InvalidInput
+from service.preprocessing import typed_frame
+from service.specs import SPECS, CategoricalFeature, ModelSpec, NumericFeature
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: the arbiter never needs it
     import pandas as pd
@@ -44,23 +45,20 @@ def _field_type(feature: NumericFeature | CategoricalFeature) -> Any:
                                    description=feature.description or None), NumbersOnly]
 
 
-def record_model(spec: ModelSpec, extra: Literal["ignore", "forbid"]) -> type[BaseModel]:
-    """A pydantic model with one required, constrained field per feature of the spec."""
+def record_model(spec: ModelSpec) -> type[BaseModel]:
+    """A pydantic model with one required, constrained field per feature of the spec;
+    unknown fields are refused or ignored as the spec says (extra_fields)."""
     fields: dict[str, Any] = {f.name: (_field_type(f), ...) for f in spec.features}
     return create_model(  # type: ignore[call-overload]
         f"{spec.name.capitalize()}Record",
-        __config__=ConfigDict(extra=extra, allow_inf_nan=False, title=f"{spec.name} record"),
+        __config__=ConfigDict(extra=spec.extra_fields, allow_inf_nan=False, title=f"{spec.name} record"),
         __doc__=spec.description,
         **fields,
     )
 
 
-# Iris rejects unknown fields (a typo must not pass silently); kobe ignores them, so a raw
-# Kaggle row with its ids and extra columns is accepted as it is.
-IrisRecord = record_model(IRIS, extra="forbid")
-KobeRecord = record_model(KOBE, extra="ignore")
-DigitsRecord = record_model(DIGITS, extra="ignore")  # 64 named pixel columns, for batch files
-RECORD_MODELS: dict[str, type[BaseModel]] = {"iris": IrisRecord, "kobe": KobeRecord, "digits": DigitsRecord}
+RECORD_MODELS: dict[str, type[BaseModel]] = {name: record_model(spec) for name, spec in SPECS.items() if spec.features}
+"""The record model of every spec with named features (digits': its 64 pixels, for batch files)."""
 
 
 def describe(error: ValidationError) -> str:
@@ -89,10 +87,6 @@ def validated_frame(records: Iterable[Mapping[str, Any]], spec: ModelSpec) -> pd
 
     return typed_frame(pd.DataFrame.from_records(validated_records(records, spec), columns=spec.feature_names), spec)
 
-Pixels = Annotated[list[Annotated[float, Field(ge=0, le=16, allow_inf_nan=False), NumbersOnly]],
-                   Field(min_length=64, max_length=64, description="8x8 pixels row by row, 0 (blank) to 16 (ink)")]
-
-
 def records_field(spec: ModelSpec) -> Any:
     return Field(min_length=1, max_length=spec.max_records_per_call,
                  description=f"1 to {spec.max_records_per_call} inputs, answered in order")
@@ -106,11 +100,6 @@ class Prediction(BaseModel):
 
 class Predictions(BaseModel):
     predictions: list[Prediction]
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    detail: list[dict[str, Any]] | None = None
 
 
 class FeatureInfo(BaseModel):
@@ -153,10 +142,3 @@ class ModelInfo(BaseModel):
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
-
-SPEC_ENDPOINTS: dict[str, list[str]] = {
-    DIGITS.name: ["/digits", "/digits/base64", "/digits/pixels"],
-    IRIS.name: ["/iris"],
-    KOBE.name: ["/kobe"],
-    MALARIA.name: ["/malaria", "/malaria/base64"],
-}

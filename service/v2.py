@@ -29,8 +29,8 @@ import numpy as np
 import pydantic_core
 from starlette.requests import ClientDisconnect, Request
 
-from service.http import CLIENT_CLOSED_REQUEST
-from service.preprocessing import InvalidInput, decode_base64, images_to_rows
+from service.errors import CLIENT_CLOSED_REQUEST, InvalidInput, ServiceError
+from service.preprocessing import decode_base64, images_to_rows
 from service.schemas import validated_records
 from service.specs import CategoricalFeature, ModelSpec
 
@@ -40,14 +40,6 @@ BINARY_DTYPES = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT8": "<i1", "IN
                  "INT64": "<i8", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}
 HEADER_LENGTH = "inference-header-content-length"
 OUTPUTS = ("label", "probabilities")
-
-
-class ProtocolError(Exception):
-    """A V2 error: answered as {"error": message} with this HTTP status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -91,29 +83,29 @@ def _flat(tensor: dict[str, Any]) -> tuple[str, str, list[int], list[Any]]:
     datatype = tensor.get("datatype")
     shape = tensor.get("shape")
     if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list):
-        raise ProtocolError(400, "every input needs a string name, a string datatype and a shape list")
+        raise InvalidInput("every input needs a string name, a string datatype and a shape list")
     if not isinstance(tensor.get("parameters", {}), dict):
-        raise ProtocolError(400, f"input {name!r}: parameters must be an object")
+        raise InvalidInput(f"input {name!r}: parameters must be an object")
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise ProtocolError(400, f"input {name!r}: shape {shape} must be non-negative integers")
+        raise InvalidInput(f"input {name!r}: shape {shape} must be non-negative integers")
     if "data" not in tensor:
-        raise ProtocolError(400, f"input {name!r}: no data (nor binary_data_size with the binary extension)")
+        raise InvalidInput(f"input {name!r}: no data (nor binary_data_size with the binary extension)")
     if not isinstance(tensor["data"], list):
-        raise ProtocolError(400, f"input {name!r}: data must be a list")
+        raise InvalidInput(f"input {name!r}: data must be a list")
     data = _row_major(name, tensor["data"], len(shape))
     if len(data) != math.prod(shape):
-        raise ProtocolError(400, f"input {name!r}: shape {shape} holds {math.prod(shape)} values, "
+        raise InvalidInput(f"input {name!r}: shape {shape} holds {math.prod(shape)} values, "
                                  f"data has {len(data)}")
     if datatype == "BYTES":
         if not all(isinstance(v, (str, bytes)) for v in data):  # bytes: from the binary extension
-            raise ProtocolError(400, f"input {name!r}: BYTES data must be strings")
+            raise InvalidInput(f"input {name!r}: BYTES data must be strings")
     elif datatype in NUMERIC_TYPES:
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
-            raise ProtocolError(400, f"input {name!r}: {datatype} data must be numbers")
+            raise InvalidInput(f"input {name!r}: {datatype} data must be numbers")
         if datatype in INTEGER_TYPES and not all(float(v).is_integer() for v in data):
-            raise ProtocolError(400, f"input {name!r}: {datatype} data must be integers")
+            raise InvalidInput(f"input {name!r}: {datatype} data must be integers")
     else:
-        raise ProtocolError(400, f"input {name!r}: unsupported datatype {datatype!r}")
+        raise InvalidInput(f"input {name!r}: unsupported datatype {datatype!r}")
     return name, datatype, shape, data
 
 
@@ -128,7 +120,7 @@ def _row_major(name: str, data: list[Any], dimensions: int) -> list[Any]:
         for item in pending[-1]:
             if isinstance(item, list):
                 if len(pending) >= max(dimensions, 1):
-                    raise ProtocolError(400, f"input {name!r}: data nested deeper than its {dimensions}-d shape")
+                    raise InvalidInput(f"input {name!r}: data nested deeper than its {dimensions}-d shape")
                 pending.append(iter(item))
                 break
             flat.append(item)
@@ -147,13 +139,13 @@ async def read_request(request: Request) -> Any:
     try:
         raw = await request.body()
     except ClientDisconnect:
-        raise ProtocolError(CLIENT_CLOSED_REQUEST, "the client closed the connection") from None
+        raise ServiceError("the client closed the connection", CLIENT_CLOSED_REQUEST) from None
     declared = request.headers.get(HEADER_LENGTH)
     length = len(raw) if declared is None else _header_length(declared, len(raw))
     try:
         body = pydantic_core.from_json(raw[:length], allow_inf_nan=False)
     except ValueError as exc:
-        raise ProtocolError(400, f"malformed JSON: {exc}") from None
+        raise InvalidInput(f"malformed JSON: {exc}") from None
     if declared is not None:
         _attach_binary_inputs(body, memoryview(raw)[length:])
     return body
@@ -161,7 +153,7 @@ async def read_request(request: Request) -> Any:
 
 def _header_length(declared: str, body_length: int) -> int:
     if not declared.isdigit() or int(declared) > body_length:
-        raise ProtocolError(400, f"{HEADER_LENGTH} must be a byte count within the body ({body_length} bytes), "
+        raise InvalidInput(f"{HEADER_LENGTH} must be a byte count within the body ({body_length} bytes), "
                                  f"got {declared[:40]!r}")
     return int(declared)
 
@@ -179,14 +171,14 @@ def _attach_binary_inputs(body: Any, binary: memoryview) -> None:
             continue
         name = tensor.get("name")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0 or offset + size > len(binary):
-            raise ProtocolError(400, f"input {name!r}: binary_data_size {size!r} does not fit the "
+            raise InvalidInput(f"input {name!r}: binary_data_size {size!r} does not fit the "
                                      f"{len(binary) - offset} binary bytes left")
         if "data" in tensor:
-            raise ProtocolError(400, f"input {name!r}: both data and binary_data_size given")
+            raise InvalidInput(f"input {name!r}: both data and binary_data_size given")
         tensor["data"] = _decode(name, tensor.get("datatype"), binary[offset:offset + size])
         offset += size
     if offset != len(binary):
-        raise ProtocolError(400, f"{len(binary) - offset} binary bytes after the last binary input")
+        raise InvalidInput(f"{len(binary) - offset} binary bytes after the last binary input")
 
 
 def _decode(name: Any, datatype: Any, chunk: memoryview) -> list[Any]:
@@ -194,44 +186,44 @@ def _decode(name: Any, datatype: Any, chunk: memoryview) -> list[Any]:
         elements, offset = [], 0
         while offset < len(chunk):
             if offset + 4 > len(chunk):
-                raise ProtocolError(400, f"input {name!r}: BYTES element length cut short")
+                raise InvalidInput(f"input {name!r}: BYTES element length cut short")
             (length,) = struct.unpack_from("<I", chunk, offset)
             if offset + 4 + length > len(chunk):
-                raise ProtocolError(400, f"input {name!r}: a BYTES element runs past binary_data_size")
+                raise InvalidInput(f"input {name!r}: a BYTES element runs past binary_data_size")
             elements.append(bytes(chunk[offset + 4:offset + 4 + length]))
             offset += 4 + length
         return elements
     dtype = BINARY_DTYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
-        raise ProtocolError(400, f"input {name!r}: unsupported datatype {datatype!r}")
+        raise InvalidInput(f"input {name!r}: unsupported datatype {datatype!r}")
     if len(chunk) % np.dtype(dtype).itemsize:
-        raise ProtocolError(400, f"input {name!r}: {len(chunk)} bytes is not a whole number of {datatype}")
+        raise InvalidInput(f"input {name!r}: {len(chunk)} bytes is not a whole number of {datatype}")
     values = np.frombuffer(chunk, dtype=dtype)
     if values.dtype.kind == "f" and not np.isfinite(values).all():
-        raise ProtocolError(400, f"input {name!r}: NaN or infinity")
+        raise InvalidInput(f"input {name!r}: NaN or infinity")
     return values.tolist()
 
 
 def rows_from_request(spec: ModelSpec, body: Any) -> tuple[str, Any]:
     """(form, rows): rows in the form the model's batcher takes; form names the route used."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
-        raise ProtocolError(400, "the request needs a non-empty 'inputs' list")
+        raise InvalidInput("the request needs a non-empty 'inputs' list")
     if "id" in body and not isinstance(body["id"], str):
-        raise ProtocolError(400, "'id' must be a string")
+        raise InvalidInput("'id' must be a string")
     if "parameters" in body and not isinstance(body["parameters"], dict):
-        raise ProtocolError(400, "'parameters' must be an object")
+        raise InvalidInput("'parameters' must be an object")
     tensors = {}
     for tensor in body["inputs"]:
         if not isinstance(tensor, dict):
-            raise ProtocolError(400, "every input must be an object")
+            raise InvalidInput("every input must be an object")
         name, datatype, shape, data = _flat(tensor)
         if name in tensors:
-            raise ProtocolError(400, f"input {name!r} appears twice")
+            raise InvalidInput(f"input {name!r} appears twice")
         tensors[name] = (datatype, shape, data)
     accepted = {t.name for t in input_tensors(spec)}
     unknown = sorted(set(tensors) - accepted)
     if unknown:
-        raise ProtocolError(400, f"unknown input(s) {unknown} for model {spec.name}; it takes {sorted(accepted)}")
+        raise InvalidInput(f"unknown input(s) {unknown} for model {spec.name}; it takes {sorted(accepted)}")
     if "image" in tensors or "pixels" in tensors:
         return "image", _image_rows(spec, tensors)
     if "input" in tensors:
@@ -242,12 +234,12 @@ def rows_from_request(spec: ModelSpec, body: Any) -> tuple[str, Any]:
 def _matrix_rows(spec: ModelSpec, datatype: str, shape: list[int], data: list[Any]) -> Any:
     width = len(spec.features)
     if datatype == "BYTES" or len(shape) != 2 or shape[1] != width or shape[0] == 0:
-        raise ProtocolError(400, f"input 'input' must be a numeric [N, {width}] tensor with N >= 1, got "
+        raise InvalidInput(f"input 'input' must be a numeric [N, {width}] tensor with N >= 1, got "
                                  f"{datatype} {shape}")
     if shape[0] > spec.max_records_per_call:
-        raise ProtocolError(400, f"at most {spec.max_records_per_call} rows per call, got {shape[0]}")
+        raise InvalidInput(f"at most {spec.max_records_per_call} rows per call, got {shape[0]}")
     rows = np.asarray(data, dtype=np.float64).reshape(shape).tolist()
-    records = _validated([dict(zip(spec.feature_names, row, strict=True)) for row in rows], spec)
+    records = validated_records([dict(zip(spec.feature_names, row, strict=True)) for row in rows], spec)
     if spec.task == "tabular":
         return records
     return np.asarray([[r[n] for n in spec.feature_names] for r in records], dtype=np.float64)
@@ -256,23 +248,23 @@ def _matrix_rows(spec: ModelSpec, datatype: str, shape: list[int], data: list[An
 def _records(spec: ModelSpec, tensors: dict[str, tuple[str, list[int], list[Any]]]) -> list[dict[str, Any]]:
     missing = [name for name in spec.feature_names if name not in tensors]
     if missing:
-        raise ProtocolError(400, f"missing input(s) {missing}")
+        raise InvalidInput(f"missing input(s) {missing}")
     lengths = set()
     for name, (datatype, shape, _) in tensors.items():
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
-            raise ProtocolError(400, f"input {name!r}: shape must be [N] or [N, 1], got {shape}")
+            raise InvalidInput(f"input {name!r}: shape must be [N] or [N, 1], got {shape}")
         categorical = isinstance(spec.features[spec.feature_names.index(name)], CategoricalFeature)
         if categorical != (datatype == "BYTES"):
             expected = "BYTES" if categorical else "a numeric datatype"
-            raise ProtocolError(400, f"input {name!r}: datatype {datatype} given, {expected} expected")
+            raise InvalidInput(f"input {name!r}: datatype {datatype} given, {expected} expected")
         lengths.add(shape[0])
     if len(lengths) != 1 or 0 in lengths:
-        raise ProtocolError(400, f"inputs must all have the same N >= 1 rows, got {sorted(lengths)}")
+        raise InvalidInput(f"inputs must all have the same N >= 1 rows, got {sorted(lengths)}")
     (rows,) = lengths
     if rows > spec.max_records_per_call:
-        raise ProtocolError(400, f"at most {spec.max_records_per_call} rows per call, got {rows}")
+        raise InvalidInput(f"at most {spec.max_records_per_call} rows per call, got {rows}")
     columns = {name: _text(name, tensors[name][2]) for name in spec.feature_names}
-    return _validated([{name: columns[name][i] for name in spec.feature_names} for i in range(rows)], spec)
+    return validated_records([{name: columns[name][i] for name in spec.feature_names} for i in range(rows)], spec)
 
 
 def _text(name: str, data: list[Any]) -> list[Any]:
@@ -280,39 +272,30 @@ def _text(name: str, data: list[Any]) -> list[Any]:
     try:
         return [v.decode() if isinstance(v, bytes) else v for v in data]
     except UnicodeDecodeError:
-        raise ProtocolError(400, f"input {name!r}: BYTES elements must be UTF-8 text") from None
-
-
-def _validated(records: list[dict[str, Any]], spec: ModelSpec) -> list[dict[str, Any]]:
-    try:
-        return validated_records(records, spec)
-    except InvalidInput as exc:
-        raise ProtocolError(400, str(exc)) from None
+        raise InvalidInput(f"input {name!r}: BYTES elements must be UTF-8 text") from None
 
 
 def _image_rows(spec: ModelSpec, tensors: dict[str, tuple[str, list[int], list[Any]]]) -> np.ndarray:
     if len(tensors) != 1:
-        raise ProtocolError(400, "send either 'image' or 'pixels', alone")
+        raise InvalidInput("send either 'image' or 'pixels', alone")
     assert spec.image is not None
     if "image" in tensors:
         datatype, shape, data = tensors["image"]
         if datatype != "BYTES" or len(shape) != 1 or not 1 <= shape[0] <= spec.max_records_per_call:
-            raise ProtocolError(400, f"input 'image' must be BYTES [N], 1 <= N <= {spec.max_records_per_call}")
-        try:  # base64 text in JSON, the file itself with the binary extension
-            encoded = [v if isinstance(v, bytes) else decode_base64([v])[0] for v in data]
-            return images_to_rows(spec, encoded)
-        except InvalidInput as exc:
-            raise ProtocolError(400, str(exc)) from None
+            raise InvalidInput(f"input 'image' must be BYTES [N], 1 <= N <= {spec.max_records_per_call}")
+        # base64 text in JSON, the file itself with the binary extension
+        encoded = [v if isinstance(v, bytes) else decode_base64([v])[0] for v in data]
+        return images_to_rows(spec, encoded)
     datatype, shape, data = tensors["pixels"]
     image = spec.image
     expected = [image.height, image.width, image.channels]
     if datatype not in ("UINT8", "FP32", "FP64") or len(shape) != 4 or shape[1:] != expected or shape[0] == 0:
-        raise ProtocolError(400, f"input 'pixels' must be UINT8/FP32 [N, {', '.join(map(str, expected))}]")
+        raise InvalidInput(f"input 'pixels' must be UINT8/FP32 [N, {', '.join(map(str, expected))}]")
     if shape[0] > spec.max_records_per_call:
-        raise ProtocolError(400, f"at most {spec.max_records_per_call} images per call")
+        raise InvalidInput(f"at most {spec.max_records_per_call} images per call")
     pixels = np.asarray(data, dtype=np.float32).reshape(shape)
     if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
-        raise ProtocolError(400, "input 'pixels' must hold intensities from 0 to 255")
+        raise InvalidInput("input 'pixels' must hold intensities from 0 to 255")
     return pixels * np.float32(image.scale)
 
 
@@ -322,13 +305,13 @@ def requested_outputs(body: dict[str, Any]) -> list[str]:
         return list(OUTPUTS)
     if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
                                                and isinstance(o.get("parameters", {}), dict) for o in wanted):
-        raise ProtocolError(400, "'outputs' must be a list of objects with a name (and object parameters)")
+        raise InvalidInput("'outputs' must be a list of objects with a name (and object parameters)")
     names = [o["name"] for o in wanted]
     unknown = sorted(set(names) - set(OUTPUTS))
     if unknown:
-        raise ProtocolError(400, f"unknown output(s) {unknown}; available: {list(OUTPUTS)}")
+        raise InvalidInput(f"unknown output(s) {unknown}; available: {list(OUTPUTS)}")
     if len(set(names)) != len(names):
-        raise ProtocolError(400, f"an output is requested twice: {names}")
+        raise InvalidInput(f"an output is requested twice: {names}")
     return names
 
 

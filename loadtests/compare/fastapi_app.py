@@ -36,7 +36,8 @@ from threadpoolctl import threadpool_limits
 
 from service.preprocessing import decode_base64, images_to_rows, records_frame
 from service.runtime import ServedModel, cpu_count, load
-from service.schemas import RECORD_MODELS, Pixels
+from service.routes import pixel_row
+from service.schemas import RECORD_MODELS
 from service.specs import DIGITS, IRIS, KOBE, MALARIA, ModelSpec
 
 threadpool_limits(limits=1)
@@ -87,8 +88,11 @@ class KobeRequest(BaseModel):
     records: records_of(KOBE)  # type: ignore[valid-type]
 
 
+DigitPixels = pixel_row(DIGITS)
+
+
 class PixelsRequest(BaseModel):
-    pixels: Annotated[list[Pixels], Field(min_length=1, max_length=DIGITS.max_records_per_call)]
+    pixels: Annotated[list[DigitPixels], Field(min_length=1, max_length=DIGITS.max_records_per_call)]
 
 
 class ImagesRequest(BaseModel):

@@ -82,11 +82,11 @@ def test_kobe_is_served_from_its_records_without_pandas_and_matches_the_stored_p
 
     from service.preprocessing import typed_frame
     from service.runtime import load
-    from service.schemas import KobeRecord
+    from service.schemas import RECORD_MODELS
     from service.specs import KOBE
 
     raw = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_prod.parquet").head(300)
-    records = [KobeRecord.model_validate(row).model_dump() for row in raw.to_dict("records")]
+    records = [RECORD_MODELS["kobe"].model_validate(row).model_dump() for row in raw.to_dict("records")]
     stored = bentoml.models.get("kobe:latest")
     served = load(KOBE, stored, threads=1)
     batch = served.combine([records[:100], records[100:]])

@@ -9,8 +9,9 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from service.preprocessing import InvalidInput
-from service.schemas import DigitsRecord, IrisRecord, KobeRecord, Pixels, validated_records
-from service.specs import IRIS, KOBE
+from service.routes import pixel_row
+from service.schemas import RECORD_MODELS, validated_records
+from service.specs import DIGITS, IRIS, KOBE
 
 IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
@@ -45,9 +46,9 @@ def test_an_integer_feature_refuses_what_is_not_a_number(kobe_row, value, messag
 def test_digit_pixels_refuse_booleans_and_strings(value):
     pixels = [0.0] * 63 + [value]
     with pytest.raises(ValidationError, match="not a"):
-        TypeAdapter(Pixels).validate_python(pixels)
+        TypeAdapter(pixel_row(DIGITS)).validate_python(pixels)
     with pytest.raises(ValidationError, match="pixel_63"):
-        DigitsRecord.model_validate({**{f"pixel_{i}": 0 for i in range(63)}, "pixel_63": value})
+        RECORD_MODELS["digits"].model_validate({**{f"pixel_{i}": 0 for i in range(63)}, "pixel_63": value})
 
 
 @pytest.mark.parametrize("value,kept", [(5, 5), (5.0, 5), (np.int64(5), 5), (np.float64(5.0), 5)])
@@ -68,7 +69,8 @@ def test_a_float_feature_takes_ints_floats_and_numpy_numbers(value):
     assert record["sepal_width"] == pytest.approx(float(value)) and type(record["sepal_width"]) is float
 
 
-@pytest.mark.parametrize("model,row,field", [(IrisRecord, IRIS_ROW, "petal_length"), (KobeRecord, None, "loc_x")])
+@pytest.mark.parametrize("model,row,field", [(RECORD_MODELS["iris"], IRIS_ROW, "petal_length"),
+                                             (RECORD_MODELS["kobe"], None, "loc_x")])
 def test_json_mode_is_as_strict_as_python_mode(kobe_row, model, row, field):
     """A request body parsed straight from JSON text gets the same checks."""
     row = row or kobe_row
@@ -81,6 +83,6 @@ def test_json_mode_is_as_strict_as_python_mode(kobe_row, model, row, field):
 
 
 def test_the_openapi_schema_still_says_number_and_integer():
-    schema = IrisRecord.model_json_schema()["properties"]["sepal_width"]
+    schema = RECORD_MODELS["iris"].model_json_schema()["properties"]["sepal_width"]
     assert schema["type"] == "number" and schema["minimum"] == 0
-    assert KobeRecord.model_json_schema()["properties"]["period"]["type"] == "integer"
+    assert RECORD_MODELS["kobe"].model_json_schema()["properties"]["period"]["type"] == "integer"

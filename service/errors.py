@@ -1,0 +1,170 @@
+"""The service's one error type and its one body: `{"error": "...", "detail": ...}`.
+
+Every refusal, whatever produced it, reaches the client in this shape: a route raises
+ServiceError (or a subclass: InvalidInput, Overloaded, NotReady), and `answer_errors` (typed
+routes), the V2 app's and the metadata app's exception handlers, and `JsonErrors` (what the
+frameworks answer themselves: unmatched paths, 405, BentoML's own 4xx/5xx) turn it into
+this body. Raw-socket answers (service/connections.py) and the request guard (service/guard.py)
+build theirs with `error_body` too.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.responses import JSONResponse, Response
+
+CLIENT_CLOSED_REQUEST = 499
+"""Status recorded (metrics, log) when the client hung up before its answer: the answer is
+never sent, and it is not a server error (nginx's convention)."""
+
+
+class ServiceError(Exception):
+    """A request the service refuses: answered with `status` and the error body."""
+
+    status = 500
+
+    def __init__(self, message: str, status: int | None = None, detail: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        self.message = message
+        self.detail = detail
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.message, self.detail, self.headers)
+
+
+class InvalidInput(ServiceError, ValueError):
+    """The input breaks the model's schema, or is not what the route takes (400)."""
+
+    status = 400
+
+
+class NotFound(ServiceError):
+    """An unknown model, version or path (404)."""
+
+    status = 404
+
+
+class NotReady(ServiceError):
+    """The models are still loading, or failed to load: /readyz says so too (503)."""
+
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+class Overloaded(ServiceError):
+    """The request would miss its model's max_latency_ms: shed it (503 with Retry-After)."""
+
+    status = 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
+def error_body(message: str, detail: Any = None) -> bytes:
+    body: dict[str, Any] = {"error": message}
+    if detail is not None:
+        body["detail"] = detail
+    return json.dumps(body).encode()
+
+
+def error_response(status: int, message: str, detail: Any = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def answer_errors(endpoint: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """A typed route's ServiceError becomes its response.
+
+    Returned rather than raised: BentoML logs every exception an API raises with a
+    traceback, and these are expected outcomes, not faults.
+    """
+
+    @functools.wraps(endpoint)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await endpoint(*args, **kwargs)
+        except ServiceError as exc:
+            return exc.response()
+
+    return wrapper
+
+
+async def _service_error(request: Any, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return exc.response()
+
+
+async def _http_exception(request: Any, exc: Exception) -> Response:
+    from starlette.exceptions import HTTPException
+
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+
+
+def exception_handlers() -> dict[Any, Callable[..., Awaitable[Response]]]:
+    """For a Starlette or FastAPI app of the service: its errors in the one body."""
+    from starlette.exceptions import HTTPException
+
+    return {ServiceError: _service_error, HTTPException: _http_exception}
+
+
+class JsonErrors:
+    """ASGI middleware: an error the frameworks answer as text (Starlette's "Not Found" and
+    "Method Not Allowed", BentoML's probes and its own 4xx/5xx) gets the error body, with
+    the status and headers it had. JSON answers pass untouched, streamed as they come."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: dict | None = None
+        text: list[bytes] = []
+
+        async def json_send(message: dict) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                if message["status"] >= 400 and headers.get(b"content-type", b"").startswith(b"text/"):
+                    held = message  # rewritten once its text is complete
+                    return
+            elif held is not None and message["type"] == "http.response.body":
+                text.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                await _send_rewritten(send, held, b"".join(text), scope)
+                return
+            await send(message)
+
+        await self.app(scope, receive, json_send)
+
+
+async def _send_rewritten(send: Callable, start: dict, text: bytes, scope: dict) -> None:
+    status = start["status"]
+    message = text.decode("utf-8", "replace").strip()
+    if status == 404 and message == "Not Found":
+        message = f"no route for {scope['method']} {scope['path']}"
+    elif status == 405 and message == "Method Not Allowed":
+        message = f"{scope['path']} does not take {scope['method']}"
+    body = error_body(message or f"HTTP {status}")
+    kept = [(k, v) for k, v in start.get("headers", [])
+            if k.lower() not in (b"content-type", b"content-length")]
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*kept, (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})

@@ -1,0 +1,120 @@
+"""The served models: which stored version each spec gets, loading them, and readiness.
+
+One ServedModels per worker. It loads every model of the spec registry in a background
+thread, so /livez answers at once and /readyz turns 200 only once every model is loaded
+and warmed up; until then, and after a failed load, a model's routes answer 503 with the
+reason (the log has the traceback).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from service.batching import ModelBatcher
+from service.drift import DriftGauges, DriftMonitor, Profile, configured_window
+from service.errors import NotFound, NotReady
+from service.instruments import Instruments
+from service.runtime import cpu_count, load, warm_up
+from service.specs import SPECS
+
+logger = logging.getLogger("bentoml.service.model_serving")
+
+ADAPTIVE_BATCHING = os.environ.get("ADAPTIVE_BATCHING", "on").lower() not in ("off", "0", "false")
+"""ADAPTIVE_BATCHING=off serves every request with its own model call (for comparisons)."""
+
+
+def model_tag(name: str) -> str:
+    """NAME_MODEL_VERSION picks the served version of each model (default: latest)."""
+    return f"{name}:{os.environ.get(f'{name.upper()}_MODEL_VERSION', 'latest')}"
+
+
+def ref_attribute(name: str) -> str:
+    return f"{name}_model"
+
+
+def add_model_refs(service_class: type) -> None:
+    """One `bentoml.models.BentoModel` per spec at class scope (`iris_model`, ...): so
+    `bentoml build` packages exactly the served versions, and the worker finds them."""
+    import bentoml
+
+    for name in SPECS:
+        setattr(service_class, ref_attribute(name), bentoml.models.BentoModel(model_tag(name)))
+
+
+class ServedModels:
+    """Every spec's model, loaded from the service class's references."""
+
+    def __init__(self, service: Any, instruments: Instruments) -> None:
+        self._refs = {name: getattr(service, ref_attribute(name)) for name in SPECS}
+        self._instruments = instruments
+        self._batchers: dict[str, ModelBatcher] = {}
+        self._monitors: dict[str, DriftMonitor] = {}
+        self._load_error: str | None = None
+        self.drift_window = configured_window()
+        # The CNN (LiteRT) gets every CPU of the container; the array models run
+        # single-threaded (service/runtime.py, one_thread_per_call).
+        self.threads = cpu_count()
+
+    def start_loading(self) -> None:
+        threading.Thread(target=self._load_all, name="load-models", daemon=True).start()
+
+    @property
+    def ready(self) -> bool:
+        return len(self._batchers) == len(SPECS)
+
+    def not_ready_reason(self) -> str:
+        return self._load_error or "models are still loading; see /readyz"
+
+    def batcher(self, name: str, version: str | None = None) -> ModelBatcher:
+        """The named model's batcher; 404 for an unknown model or version, 503 before it is loaded."""
+        if name not in SPECS:
+            raise NotFound(f"unknown model {name!r}; served: {sorted(SPECS)}")
+        batcher = self._batchers.get(name)
+        if batcher is None:
+            raise NotReady(self.not_ready_reason())
+        if version is not None and version != batcher.model.version:
+            raise NotFound(f"model {name!r} has no version {version!r}; serving {batcher.model.version!r}")
+        return batcher
+
+    def all(self) -> list[ModelBatcher]:
+        """Every model's batcher, in the registry's order; 503 before they are all loaded."""
+        if not self.ready:
+            raise NotReady(self.not_ready_reason())
+        return [self._batchers[name] for name in SPECS]
+
+    def drift(self, name: str) -> DriftMonitor:
+        self.batcher(name)  # 404 or 503 first
+        if name not in self._monitors:
+            raise NotFound("drift monitoring is off (DRIFT_WINDOW=0)")
+        return self._monitors[name]
+
+    def _load_all(self) -> None:
+        try:
+            gauges = DriftGauges() if self.drift_window else None
+            batchers, monitors = {}, {}
+            for name, ref in self._refs.items():
+                started = time.perf_counter()
+                model = load(SPECS[name], ref, self.threads)  # class-scope refs resolve to stored models
+                if gauges is not None:
+                    monitors[name] = DriftMonitor(model.spec, Profile.of_model(model.tag, model.metadata),
+                                                  self.drift_window, gauges.publish)
+                loaded = time.perf_counter()
+                warm_up(model)
+                batchers[name] = ModelBatcher(model, self._instruments.observe_batch, enabled=ADAPTIVE_BATCHING,
+                                              after_batch=monitors[name].observe if name in monitors else None)
+                logger.info("loaded %s in %.3f s, warmed up in %.3f s", model.tag, loaded - started,
+                            time.perf_counter() - loaded)
+            # Move everything loaded so far out of the collector's sight: full collections
+            # then walk only per-request objects, not the models' object graphs.
+            gc.collect()
+            gc.freeze()
+            self._monitors = monitors
+            self._batchers = batchers
+        except Exception as exc:  # noqa: BLE001 - reported by every 503 and the log
+            self._load_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("loading the models failed")
