@@ -4,8 +4,9 @@
 
 Payloads are real: kobe rows from the prod file and malaria cells from DATA_DIR, digits
 drawn from scikit-learn's set. About 5% of calls are deliberately bad and count as a
-success only when they get a 4xx. Thresholds (failure ratio 0, p99 per endpoint) make
-locust exit non-zero; see P99_LIMIT_MS.
+success only when they get a 4xx. SchemaUser also calls every model that /models lists
+(a model added later included) with inputs made from its schema. Thresholds (failure
+ratio 0, p99 per endpoint) make locust exit non-zero; see P99_LIMIT_MS.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ P99_LIMIT_MS = {
     "/iris": 100, "/kobe": 150, "/digits/pixels": 100, "/digits": 200, "/digits/base64": 200,
     "/malaria": 300, "/malaria/base64": 300, "/v2/models/iris/infer": 100, "/models": 200,
 }
+DEFAULT_P99_LIMIT_MS = 300
+"""For the routes of a model not named above (SchemaUser)."""
 P99_SCALE = float(os.environ.get("LOADTEST_P99_SCALE", "1"))
 
 
@@ -145,6 +148,40 @@ class ImageUser(ServiceUser):
             self.client.post("/digits", files=[("images", ("d.png", png, "image/png"))], name="/digits")
 
 
+def schema_input(model: dict) -> tuple[str, dict]:
+    """(route, request keyword arguments): one valid input made from a model's /models entry."""
+    if model["image"] is None:
+        record = {}
+        for feature in model["features"]:
+            if feature["kind"] == "CategoricalFeature":
+                record[feature["name"]] = random.choice(feature["categories"])
+            else:
+                value = random.uniform(feature["minimum"], feature["maximum"])
+                record[feature["name"]] = round(value) if feature["integer"] else value
+        return model["endpoints"][0], {"json": {"records": [record]}}
+    from PIL import Image
+
+    image = model["image"]
+    shape = (image["height"], image["width"]) + ((3,) if image["color_mode"] == "RGB" else ())
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng().integers(0, 256, shape, dtype=np.uint8)).save(buffer, format="PNG")
+    return model["endpoints"][0], {"files": [("images", ("schema.png", buffer.getvalue(), "image/png"))]}
+
+
+class SchemaUser(ServiceUser):
+    """Every model the service lists, from its schema alone."""
+
+    weight = 1
+
+    def on_start(self) -> None:
+        self.models = self.client.get("/models", name="/models").json()["models"]
+
+    @task
+    def any_model(self) -> None:
+        route, request = schema_input(random.choice(self.models))
+        self.client.post(route, name=route, **request)
+
+
 class MetadataUser(ServiceUser):
     weight = 1
     wait_time = between(0.5, 1.0)
@@ -164,8 +201,8 @@ def check_thresholds(environment, **_kwargs) -> None:
     if stats.total.fail_ratio > 0:
         problems.append(f"failure ratio {stats.total.fail_ratio:.4f} (must be 0)")
     for entry in stats.entries.values():
-        limit = P99_LIMIT_MS.get(entry.name.removesuffix(" (bad)"))
-        if limit and entry.num_requests >= 20:
+        limit = P99_LIMIT_MS.get(entry.name.removesuffix(" (bad)"), DEFAULT_P99_LIMIT_MS)
+        if entry.num_requests >= 20:
             p99 = entry.get_response_time_percentile(0.99)
             if p99 > limit * P99_SCALE:
                 problems.append(f"{entry.name}: p99 {p99:.0f} ms over {limit * P99_SCALE:.0f} ms")

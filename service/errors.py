@@ -111,7 +111,8 @@ async def _http_exception(request: Any, exc: Exception) -> Response:
     from starlette.exceptions import HTTPException
 
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, str(exc.detail), headers=exc.headers)
+    message = framework_message(exc.status_code, str(exc.detail), request.method, request.url.path)
+    return error_response(exc.status_code, message, headers=exc.headers)
 
 
 def exception_handlers() -> dict[Any, Callable[..., Awaitable[Response]]]:
@@ -154,14 +155,19 @@ class JsonErrors:
         await self.app(scope, receive, json_send)
 
 
+def framework_message(status: int, text: str, method: str, path: str) -> str:
+    """A framework's terse error text, said in the service's words where it is a stock phrase."""
+    if status == 404 and text == "Not Found":
+        return f"no route for {method} {path}"
+    if status == 405 and text == "Method Not Allowed":
+        return f"{path} does not take {method}"
+    return text or f"HTTP {status}"
+
+
 async def _send_rewritten(send: Callable, start: dict, text: bytes, scope: dict) -> None:
     status = start["status"]
-    message = text.decode("utf-8", "replace").strip()
-    if status == 404 and message == "Not Found":
-        message = f"no route for {scope['method']} {scope['path']}"
-    elif status == 405 and message == "Method Not Allowed":
-        message = f"{scope['path']} does not take {scope['method']}"
-    body = error_body(message or f"HTTP {status}")
+    message = framework_message(status, text.decode("utf-8", "replace").strip(), scope["method"], scope["path"])
+    body = error_body(message)
     kept = [(k, v) for k, v in start.get("headers", [])
             if k.lower() not in (b"content-type", b"content-length")]
     await send({"type": "http.response.start", "status": status,

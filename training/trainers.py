@@ -1,7 +1,9 @@
-"""What differs between the four models: their data, estimator and framework I/O.
+"""What differs between the models: their data, estimator and framework I/O.
 
 Everything else (splitting, evaluation, tracking, the gate, registration) is shared by
-training.pipeline. A fifth model is one spec in service.specs plus one trainer here.
+training.pipeline. A fifth model is one spec in service.specs plus one trainer here, added
+to TRAINERS at the end (docs/adding-a-model.md): a scikit-learn model on numbers needs
+only `load` and `candidates`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from service.specs import (
     LITERT_MODEL_FILE,
     MALARIA,
     SKLEARN_MODEL_FILE,
+    SPECS,
     ModelSpec,
 )
 from training import datasets
@@ -352,7 +355,15 @@ def _describe(estimator: BaseEstimator) -> str:
     return ", ".join(f"{k.rsplit('__', 1)[-1]}={v}" for k, v in _tuned_params(estimator).items())
 
 
-TRAINERS: dict[str, Trainer] = {
-    trainer.spec.name: trainer
-    for trainer in (DigitsTrainer(), IrisTrainer(), KobeTrainer(), MalariaTrainer())
-}
+def registry(*trainers: Trainer) -> dict[str, Trainer]:
+    """Trainers by model name; every spec of service.specs needs exactly one."""
+    named = {trainer.spec.name: trainer for trainer in trainers}
+    missing, unknown = sorted(set(SPECS) - set(named)), sorted(set(named) - set(SPECS))
+    if missing or unknown or len(named) != len(trainers):
+        raise ValueError(f"every spec needs one trainer: no trainer for {missing}, no spec for {unknown}, "
+                         f"trainers given: {[t.spec.name for t in trainers]} (docs/adding-a-model.md)")
+    return named
+
+
+TRAINERS: dict[str, Trainer] = registry(DigitsTrainer(), IrisTrainer(), KobeTrainer(), MalariaTrainer())
+"""Every model's trainer. Add a trainer here (and its spec in service/specs.py)."""

@@ -35,8 +35,8 @@ from pydantic import BaseModel, Field
 from threadpoolctl import threadpool_limits
 
 from service.preprocessing import decode_base64, images_to_rows, records_frame
-from service.runtime import ServedModel, cpu_count, load
 from service.routes import pixel_row
+from service.runtime import ServedModel, cpu_count, load
 from service.schemas import RECORD_MODELS
 from service.specs import DIGITS, IRIS, KOBE, MALARIA, ModelSpec
 

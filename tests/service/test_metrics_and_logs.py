@@ -12,7 +12,8 @@ import time
 
 import pytest
 import requests
-from service.http import CLIENT_CLOSED_REQUEST, UNMATCHED_ROUTE
+from service.errors import CLIENT_CLOSED_REQUEST
+from service.patches import UNMATCHED_ROUTE
 
 from tests.service.metrics import request_counts
 
