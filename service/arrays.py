@@ -12,6 +12,11 @@ Three kinds, one function each, taking the arrays and returning rows -> probabil
 - "calibrated_rbf_svm": an RBF SVC, one-vs-one, calibrated with one sigmoid per class (digits);
 - "boosted_trees": binary gradient-boosted trees with categorical splits (kobe), whose
   input is the model matrix (preprocessing.MODEL_MATRICES) with category codes first.
+
+Why numpy and not a model runtime (decided by measurement, docs/benchmarks.md): ONNX
+Runtime misses the 1e-9 parity for the SVM (its support vectors are float32: 3.6e-8 off)
+and is 4-6x slower on it; skl2onnx cannot convert the kobe trees (categorical splits);
+treelite mishandles unknown category codes and brings SciPy back (146 MB, 142 ms import).
 """
 
 from __future__ import annotations

@@ -140,8 +140,8 @@ class JsonErrors:
         async def json_send(message: dict) -> None:
             nonlocal held
             if message["type"] == "http.response.start":
-                headers = dict(message.get("headers", []))
-                if message["status"] >= 400 and headers.get(b"content-type", b"").startswith(b"text/"):
+                if message["status"] >= 400 and dict(message.get("headers", [])).get(
+                        b"content-type", b"").startswith(b"text/"):
                     held = message  # rewritten once its text is complete
                     return
             elif held is not None and message["type"] == "http.response.body":

@@ -15,6 +15,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import bentoml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,8 +40,6 @@ PATHS = (*SERVER_PATHS, *METADATA_PATHS, *MODEL_READY_PATHS, *INFER_PATHS)
 
 
 def served_models() -> ServedModels:
-    import bentoml
-
     try:
         return bentoml.get_current_service().models
     except bentoml.exceptions.BentoMLException:

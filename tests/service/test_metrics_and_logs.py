@@ -12,9 +12,9 @@ import time
 
 import pytest
 import requests
+
 from service.errors import CLIENT_CLOSED_REQUEST
 from service.patches import UNMATCHED_ROUTE
-
 from tests.service.metrics import request_counts
 
 pytestmark = pytest.mark.slow
