@@ -13,6 +13,7 @@ round's B/A ratio and how busy the machine was outside the servers and wrk.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -49,7 +50,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per measurement")
-    parser.add_argument("--data-dir", type=Path, default=HERE.parents[2] / "shared" / "data")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "data")),
+                        help="the data folder (default: $DATA_DIR, else ./data)")
     parser.add_argument("--out", type=Path)
     return parser.parse_args()
 

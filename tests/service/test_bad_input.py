@@ -168,3 +168,31 @@ def test_the_service_keeps_serving_after_bad_input(server):
     assert counts, "no request counter in /metrics"
     # /readyz answered 503 while the models loaded; no other request may have had a 5xx.
     assert [key for key, value in counts.items() if key[1] >= 500 and value > 0 and key[0] != "/readyz"] == []
+
+
+def test_every_refusal_has_the_one_error_body(server):
+    """Typed, V2, metadata, drift, unmatched paths, 405, 413, 415: the status that fits and
+    {"error": "...", "detail": ...}, never FastAPI's {"detail": ...} or Starlette's text."""
+    url = server.url
+    big = b"x" * (16 * 1024 * 1024 + 1)
+    answers = {
+        400: [requests.post(f"{url}/iris", json=iris(petal_width=-1)),
+              requests.post(f"{url}/v2/models/iris/infer", json={"inputs": []})],
+        404: [requests.get(f"{url}/no/such/path"), requests.get(f"{url}/v2/models/resnet"),
+              requests.post(f"{url}/v2/models/iris/versions/nope/infer", json={"inputs": [IRIS_TENSOR]}),
+              requests.get(f"{url}/models/resnet/drift")],
+        405: [requests.delete(f"{url}/iris"), requests.get(f"{url}/v2/models/iris/infer"),
+              requests.post(f"{url}/models")],
+        413: [requests.post(f"{url}/iris", data=big, headers=JSON)],
+        415: [requests.post(f"{url}/iris", data=b"{}", headers={"Content-Type": "text/plain"})],
+    }
+    for status, responses in answers.items():
+        for response in responses:
+            where = f"{response.request.method} {response.request.url}"
+            assert response.status_code == status, where
+            assert response.headers["content-type"].startswith("application/json"), where
+            body = response.json()
+            assert isinstance(body.get("error"), str) and body["error"], where
+            assert set(body) <= {"error", "detail"}, where
+    assert answers[400][0].json()["detail"][0]["loc"], "schema errors locate the field"
+    assert "DELETE" in answers[405][0].json()["error"]

@@ -63,3 +63,71 @@ def test_kobe_spec_covers_every_value_in_the_real_data(settings, file):
         else:
             assert isinstance(feature, NumericFeature)
             assert column.min() >= feature.minimum and column.max() <= feature.maximum, feature.name
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"name": "Wine Quality"}, "the name must be"),
+    ({"name": "x" * 41}, "the name must be"),
+    ({"class_names": ("only",)}, "two or more distinct"),
+    ({"class_names": ("a", "a")}, "two or more distinct"),
+    ({"features": ()}, "a tabular model needs features"),
+    ({"features": (NumericFeature("a", 0, 1), NumericFeature("a", 0, 1))}, "feature names must be distinct"),
+    ({"features": (NumericFeature("input", 0, 1),)}, "name V2 tensors"),
+    ({"features": (NumericFeature("a", 2, 1),)}, "minimum above maximum"),
+    ({"features": (CategoricalFeature("a", ()),)}, "no categories"),
+    ({"max_records_per_call": 0}, "must be positive"),
+])
+def test_a_spec_the_service_could_not_serve_is_refused_when_it_is_made(change, reason):
+    from dataclasses import replace
+
+    from service.specs import IRIS
+
+    with pytest.raises(ValueError, match=reason):
+        replace(IRIS, **change)
+
+
+def test_an_image_spec_needs_its_geometry_and_pixel_features_that_fill_it():
+    from dataclasses import replace
+
+    from service.specs import DIGITS, MALARIA
+
+    with pytest.raises(ValueError, match="image geometry"):
+        replace(MALARIA, image=None)
+    with pytest.raises(ValueError, match="height x width x channels"):
+        replace(DIGITS, features=DIGITS.features[:10])
+
+
+def test_two_specs_with_one_name_are_refused():
+    from service.specs import IRIS, registry
+
+    with pytest.raises(ValueError, match="share a name"):
+        registry(IRIS, IRIS)
+
+
+def test_routes_follow_from_the_specs():
+    from service.routes import ROUTES, endpoints
+
+    assert endpoints("iris") == ["/iris"]
+    assert endpoints("digits") == ["/digits", "/digits/base64", "/digits/pixels"]
+    assert endpoints("malaria") == ["/malaria", "/malaria/base64"]
+    assert {route.spec.name for route in ROUTES} == set(SPECS)
+    assert len({route.path for route in ROUTES}) == len(ROUTES)
+    assert {route.media_type for route in ROUTES if route.kind == "upload"} == {"multipart/form-data"}
+
+
+def test_a_route_that_would_replace_a_method_of_the_service_is_refused():
+    from service.routes import add_typed_routes
+
+    class Service:
+        def iris(self) -> None: ...
+
+    with pytest.raises(TypeError, match="route /iris of model 'iris'"):
+        add_typed_routes(Service, lambda *args: None)  # type: ignore[arg-type, return-value]
+
+
+def test_every_spec_has_one_trainer_and_a_missing_one_is_named():
+    from training.trainers import TRAINERS, IrisTrainer, registry
+
+    assert set(TRAINERS) == set(SPECS)
+    with pytest.raises(ValueError, match=r"no trainer for \['digits', 'kobe', 'malaria'\]"):
+        registry(IrisTrainer())
