@@ -2,6 +2,9 @@
 
     BENTOML_HOME=/tmp/bh_full .venv/bin/python -m loadtests.startup --rounds 5 --out docs/startup.md
 
+With --project given twice (a checkout before a change, e.g. from `git worktree add`, and
+this one), the rounds alternate between them, so the machine's drift hits both alike.
+
 Each round starts a fresh server (its own BENTOML_HOME over the same model store), polls
 /livez and /readyz every 10 ms from the moment the process is spawned, reads the worker's
 log for each model's load and warm-up time, then sends every model a few requests and
@@ -13,6 +16,7 @@ imports the service once in the arbiter (to read its configuration) and once per
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import subprocess
@@ -32,15 +36,19 @@ IRIS = {"records": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--data-dir", type=Path, default=PROJECT.parent / "shared" / "data")
+    parser.add_argument("--project", type=Path, action="append",
+                        help="a checkout to start (repeatable; default: this one)")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "data")),
+                        help="the data folder (default: $DATA_DIR, else ./data)")
     parser.add_argument("--out", type=Path, help="write the markdown table here too")
     return parser.parse_args()
 
 
-def import_seconds(module: str) -> float:
+def import_seconds(module: str, project: Path) -> float:
     """Wall time of a fresh interpreter that imports `module` and exits."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", f"import {module}"], check=True, cwd=PROJECT)
+    subprocess.run([sys.executable, "-c", f"import {module}"], check=True, cwd=project,
+                   env={**os.environ, "PYTHONPATH": str(project)})
     return time.perf_counter() - started
 
 
@@ -55,11 +63,11 @@ def first_200(url: str, deadline: float) -> float:
     raise TimeoutError(url)
 
 
-def one_round(data_dir: Path) -> dict[str, float]:
+def one_round(data_dir: Path, project: Path) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(prefix="startup-"))
     log = folder / "serve.log"
     started = time.monotonic()
-    server = Server(log=log, own_home=folder / "home")
+    server = Server(env={"PYTHONPATH": str(project)}, log=log, own_home=folder / "home", project=project)
     try:
         live = first_200(server.url + "/livez", started + 120)
         ready = first_200(server.url + "/readyz", started + 120)
@@ -83,19 +91,24 @@ def one_round(data_dir: Path) -> dict[str, float]:
 
 def main() -> int:
     args = parse_args()
-    rounds: list[dict[str, float]] = []
+    projects = args.project or [PROJECT]
+    rounds: dict[Path, list[dict[str, float]]] = {project: [] for project in projects}
     for number in range(args.rounds):
-        figures = one_round(args.data_dir)
-        figures["import_bentoml_s"] = import_seconds("bentoml")
-        figures["import_service_s"] = import_seconds("service.service")
-        rounds.append(figures)
-        print(f"round {number + 1}/{args.rounds}: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()),
-              file=sys.stderr)
-    lines = ["| measure | median | min | max |", "|---|---|---|---|"]
-    for key in rounds[0]:
-        values = [r[key] for r in rounds]
-        lines.append(f"| {key} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")
-    table = "\n".join(lines)
+        for project in projects if number % 2 == 0 else projects[::-1]:
+            figures = one_round(args.data_dir, project)
+            figures["import_bentoml_s"] = import_seconds("bentoml", project)
+            figures["import_service_s"] = import_seconds("service.service", project)
+            rounds[project].append(figures)
+            print(f"round {number + 1}/{args.rounds} {project}: "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()), file=sys.stderr)
+    tables = []
+    for project, runs in rounds.items():
+        lines = [f"{project}:", "", "| measure | median | min | max |", "|---|---|---|---|"]
+        for key in runs[0]:
+            values = [r[key] for r in runs]
+            lines.append(f"| {key} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")
+        tables.append("\n".join(lines))
+    table = "\n\n".join(tables)
     print(table)
     if args.out:
         args.out.write_text(f"`python -m loadtests.startup --rounds {args.rounds}`, "

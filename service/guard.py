@@ -4,10 +4,15 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 from typing import Any
 
 from service.errors import CLIENT_CLOSED_REQUEST, error_body
+
+MAX_FILENAME_BYTES = 200
+"""Longest multipart filename taken: BentoML writes each upload to a temporary file whose
+name ends with it, and a name over the file system's 255 bytes failed with a 500."""
 
 
 class RequestGuard:
@@ -16,8 +21,9 @@ class RequestGuard:
     - bodies over the limit: 413, on the declared length and on the bytes received (a
       chunked upload cannot slip past);
     - a wrong content type: 415;
-    - multipart bodies that are not files under `file_field`: 400 (BentoML answers 500
-      for a malformed body, and it fetches a part without a filename as a URL);
+    - multipart bodies that are not files under `file_field`, or whose filenames are over
+      MAX_FILENAME_BYTES: 400 (BentoML answers 500 for a malformed body or too long a
+      filename, and it fetches a part without a filename as a URL);
     - a client that hangs up mid-body: recorded as 499 instead of BentoML's 500.
     """
 
@@ -115,6 +121,10 @@ class RequestGuard:
                 if not isinstance(value, UploadFile):
                     return (f"multipart part {self.file_field!r} must be a file upload (with a filename in "
                             f"its Content-Disposition), not a plain field")
+                name_bytes = len(posixpath.basename(value.filename or "").encode())
+                if name_bytes > MAX_FILENAME_BYTES:  # BentoML names its temporary file after it
+                    return (f"a multipart filename of {name_bytes} bytes is too long: at most "
+                            f"{MAX_FILENAME_BYTES} bytes (UTF-8)")
             return None
         finally:
             await form.close()

@@ -92,37 +92,67 @@ def _flat(tensor: dict[str, Any]) -> tuple[str, str, list[int], list[Any]]:
         raise InvalidInput(f"input {name!r}: no data (nor binary_data_size with the binary extension)")
     if not isinstance(tensor["data"], list):
         raise InvalidInput(f"input {name!r}: data must be a list")
-    data = _row_major(name, tensor["data"], len(shape))
+    if datatype != "BYTES" and datatype not in NUMERIC_TYPES:
+        raise InvalidInput(f"input {name!r}: unsupported datatype {datatype!r}")
+    data = _row_major(name, tensor["data"], shape)
     if len(data) != math.prod(shape):
         raise InvalidInput(f"input {name!r}: shape {shape} holds {math.prod(shape)} values, "
-                                 f"data has {len(data)}")
+                           f"data has {len(data)}")
     if datatype == "BYTES":
         if not all(isinstance(v, (str, bytes)) for v in data):  # bytes: from the binary extension
             raise InvalidInput(f"input {name!r}: BYTES data must be strings")
-    elif datatype in NUMERIC_TYPES:
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
-            raise InvalidInput(f"input {name!r}: {datatype} data must be numbers")
-        if datatype in INTEGER_TYPES and not all(float(v).is_integer() for v in data):
+        return name, datatype, shape, data
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
+        raise InvalidInput(f"input {name!r}: {datatype} data must be numbers")
+    return name, datatype, shape, as_datatype(name, datatype, data)
+
+
+def as_datatype(name: str, datatype: str, data: list[Any]) -> list[Any]:
+    """Numbers as the declared datatype holds them, as Triton reads JSON data: FP32 values
+    rounded to float32 (so JSON and binary data give one answer); integers and values
+    outside the datatype's range refused."""
+    dtype = np.dtype(BINARY_DTYPES[datatype])
+    if dtype.kind in "iu":
+        if not all(isinstance(v, int) or v.is_integer() for v in data):
             raise InvalidInput(f"input {name!r}: {datatype} data must be integers")
-    else:
-        raise InvalidInput(f"input {name!r}: unsupported datatype {datatype!r}")
-    return name, datatype, shape, data
+        info = np.iinfo(dtype)
+        if not all(info.min <= v <= info.max for v in data):
+            raise InvalidInput(f"input {name!r}: a value is outside {datatype}'s range {info.min} to {info.max}")
+        return data
+    try:
+        values = np.asarray(data, dtype=np.float64)
+    except OverflowError:
+        values = np.array([math.inf])
+    with np.errstate(over="ignore"):
+        held = values.astype(dtype)
+    if not np.isfinite(held).all():
+        raise InvalidInput(f"input {name!r}: a value is outside {datatype}'s range")
+    return data if dtype == np.float64 else held.tolist()
 
 
-def _row_major(name: str, data: list[Any], dimensions: int) -> list[Any]:
-    """Flat or nested data, flattened in row-major order; nested at most `dimensions` deep.
+def _row_major(name: str, data: list[Any], shape: list[int]) -> list[Any]:
+    """Flat data as it is, or data nested exactly as the shape says, flattened in row-major
+    order; ragged nesting, or nesting that contradicts the shape, is refused.
 
     Iterative: a deeply nested list from a client cannot exhaust the stack.
     """
+    if not any(isinstance(item, list) for item in data):
+        return data
+    if not shape or len(data) != shape[0]:
+        raise InvalidInput(f"input {name!r}: nested data must follow the shape {shape}")
     flat: list[Any] = []
-    pending = [iter(data)]
+    pending = [(iter(data), 0)]
     while pending:
-        for item in pending[-1]:
-            if isinstance(item, list):
-                if len(pending) >= max(dimensions, 1):
-                    raise InvalidInput(f"input {name!r}: data nested deeper than its {dimensions}-d shape")
-                pending.append(iter(item))
+        items, depth = pending[-1]
+        for item in items:
+            if depth + 1 < len(shape):
+                if not isinstance(item, list) or len(item) != shape[depth + 1]:
+                    raise InvalidInput(f"input {name!r}: nested data must follow the shape {shape} "
+                                       f"(at depth {depth + 1}: a list of {shape[depth + 1]})")
+                pending.append((iter(item), depth + 1))
                 break
+            if isinstance(item, list):
+                raise InvalidInput(f"input {name!r}: data nested deeper than its {len(shape)}-d shape")
             flat.append(item)
         else:
             pending.pop()
@@ -152,7 +182,7 @@ async def read_request(request: Request) -> Any:
 
 
 def _header_length(declared: str, body_length: int) -> int:
-    if not declared.isdigit() or int(declared) > body_length:
+    if not (declared.isascii() and declared.isdigit()) or int(declared) > body_length:
         raise InvalidInput(f"{HEADER_LENGTH} must be a byte count within the body ({body_length} bytes), "
                                  f"got {declared[:40]!r}")
     return int(declared)
@@ -227,6 +257,8 @@ def rows_from_request(spec: ModelSpec, body: Any) -> tuple[str, Any]:
     if "image" in tensors or "pixels" in tensors:
         return "image", _image_rows(spec, tensors)
     if "input" in tensors:
+        if len(tensors) > 1:
+            raise InvalidInput(f"send either 'input' or one tensor per feature, not both: got {sorted(tensors)}")
         return "array", _matrix_rows(spec, *tensors["input"])
     return "records", _records(spec, tensors)
 

@@ -93,6 +93,8 @@ CASES = {
                                      400, ["boundary"]),
     "multipart with a wrong boundary": ("/malaria", dict(data=b"no parts here", headers={
         "Content-Type": "multipart/form-data; boundary=abc"}), 400, ["multipart"]),
+    "a filename too long for a temporary file": ("/malaria", dict(
+        files=[("images", ("\u7d30" * 82 + ".png", b"x", "image/png"))]), 400, ["filename", "250 bytes"]),
     "too many parts": ("/malaria", dict(files=[("images", (f"{i}.png", b"x", "image/png")) for i in range(1001)]), 400,
                        ["1000"]),
     "JSON nested 10,000 deep": ("/iris", dict(data=b'{"records": ' + nested(10_000) + b"}", headers=JSON), 400,

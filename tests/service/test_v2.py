@@ -146,6 +146,19 @@ def test_binary_and_json_requests_give_the_same_answers(server, settings, malari
         np.testing.assert_array_equal(binary[model][1], plain[model][1], err_msg=model)
 
 
+def test_fp32_data_gives_one_answer_as_json_or_binary(server):
+    """JSON data is read as its declared datatype: an FP32 row whose float64 and float32
+    values differ answers exactly as the same row sent binary."""
+    row = [6.0, 2.9, 4.8, 1.711891369482983]
+    as_json = infer(server, "iris", {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "data": row}]})
+    header = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
+                                     "parameters": {"binary_data_size": 16}}]}).encode()
+    as_binary = requests.post(f"{server.url}/v2/models/iris/infer", data=header + np.array(row, "<f4").tobytes(),
+                              headers={"Inference-Header-Content-Length": str(len(header))})
+    assert as_json.status_code == as_binary.status_code == 200, as_json.text + as_binary.text
+    assert as_json.json()["outputs"] == as_binary.json()["outputs"]
+
+
 def test_pixels_tensor_equals_the_encoded_image(server, malaria_image_paths):
     from PIL import Image
 
@@ -197,6 +210,24 @@ ERRORS = {
                                                 "data": [base64.b64encode(b"nope").decode()]}]}, 400, "images[0]"),
     "wrong pixel shape": ("malaria", None, {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 4],
                                                         "data": [0, 0, 0, 0]}]}, 400, "pixels"),
+    "input and per-feature tensors": ("iris", None, {"inputs": [
+        {"name": "input", "datatype": "FP32", "shape": [1, 4], "data": IRIS_ROWS[0]},
+        {"name": "sepal_length", "datatype": "FP64", "shape": [1], "data": [9.9]}]}, 400, "not both"),
+    "value outside UINT8": ("malaria", None, {"inputs": [{"name": "pixels", "datatype": "UINT8",
+                                                          "shape": [1, 50, 50, 1], "data": [-5] + [0] * 2499}]},
+                            400, "outside UINT8's range"),
+    "value outside INT8": ("iris", None, {"inputs": [
+        {"name": n, "datatype": "INT8", "shape": [1], "data": [200 if n == "sepal_length" else 1]}
+        for n in ("sepal_length", "sepal_width", "petal_length", "petal_width")]}, 400, "outside INT8's range"),
+    "integer too large for any float": ("iris", None, {"inputs": [{"name": "input", "datatype": "FP32",
+                                                                   "shape": [1, 4], "data": [10**400, 1, 1, 1]}]},
+                                        400, "outside FP32's range"),
+    "ragged nesting": ("iris", None, {"inputs": [{"name": "input", "datatype": "FP64", "shape": [2, 4],
+                                                  "data": [IRIS_ROWS[0], IRIS_ROWS[0][:3] + [[1.0]]]}]},
+                       400, "input"),
+    "nesting against the shape": ("iris", None, {"inputs": [{"name": "input", "datatype": "FP64", "shape": [2, 4],
+                                                             "data": [IRIS_ROWS[0] + IRIS_ROWS[0]]}]},
+                                  400, "must follow the shape"),
 }
 
 
@@ -218,6 +249,7 @@ def test_protocol_errors_are_4xx_with_an_error_string(server, settings, case):
 BINARY_ERRORS = {  # (JSON header, binary part, declared header length or None for the real one, fragment)
     "header length beyond the body": (b"{}", b"", "99", "within the body"),
     "header length not a number": (b"{}", b"", "-1", "byte count"),
+    "header length in non-ASCII digits": (b"{}", b"", "\u00b2", "byte count"),
     "binary size beyond the data": (
         {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4], "parameters": {"binary_data_size": 32}}]},
         np.array(IRIS_ROWS[0], dtype="<f4").tobytes(), None, "does not fit"),
