@@ -104,7 +104,7 @@ CASES = {
     "V2 data nested 1,000 deep": ("/v2/models/iris/infer", dict(data=v2_input(nested(1_000)), headers=JSON), 400,
                                   ["malformed JSON"]),
     "V2 data nested deeper than its shape": ("/v2/models/iris/infer", dict(data=v2_input(nested(50)), headers=JSON),
-                                             400, ["nested deeper"]),
+                                             400, ["must follow the shape"]),
     "V2 output requested twice": ("/v2/models/iris/infer", dict(json={"inputs": [IRIS_TENSOR],
                                                                       "outputs": [{"name": "label"}] * 2}),
                                   400, ["twice"]),

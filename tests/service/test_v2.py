@@ -61,7 +61,8 @@ def test_protocol_example_request_and_response(server):
     assert [o["name"] for o in answer["outputs"]] == ["probabilities"]
     probabilities = answer["outputs"][0]
     assert probabilities["datatype"] == "FP64" and probabilities["shape"] == [2, 3]
-    records = [dict(zip(SPECS["iris"].feature_names, r, strict=True)) for r in IRIS_ROWS]
+    as_fp32 = np.asarray(IRIS_ROWS, dtype=np.float32).astype(np.float64).tolist()  # what FP32 data holds
+    records = [dict(zip(SPECS["iris"].feature_names, r, strict=True)) for r in as_fp32]
     typed = requests.post(f"{server.url}/iris", json={"records": records}).json()
     expected = [[p["probabilities"][c] for c in SPECS["iris"].class_names] for p in typed["predictions"]]
     np.testing.assert_allclose(np.reshape(probabilities["data"], (2, 3)), expected, rtol=1e-9)
