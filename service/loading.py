@@ -116,5 +116,5 @@ class ServedModels:
             self._monitors = monitors
             self._batchers = batchers
         except Exception as exc:  # noqa: BLE001 - reported by every 503 and the log
-            self._load_error = f"{type(exc).__name__}: {exc}"
             logger.exception("loading the models failed")
+            self._load_error = f"{type(exc).__name__}: {exc}"

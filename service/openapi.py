@@ -5,8 +5,8 @@ Every error of every route has one body, `ServiceError` (service/errors.py); Ben
 documents its API routes' 400 with `detail` as a string (its validation errors send a
 list), and neither it nor FastAPI knows the statuses this service adds: 413 and 415 from
 the request guard, 503 when overloaded or still loading, 404 for an unknown model. The V2
-routes are served by a bare Starlette app (service/v2_app.py), so FastAPI never sees them:
-their operations are written here. Every fix is made to a copy of the generated document.
+routes are served by a bare Starlette app, so FastAPI never sees them: their operations
+come from service/v2_app.py. Every fix is made to a copy of the generated document.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from service.v2 import BINARY_DTYPES, OUTPUTS
-from service.v2_app import INFER_PATHS, METADATA_PATHS, MODEL_READY_PATHS
+from service import v2_app
 
 ERROR = "ServiceError"
 ERROR_SCHEMA = {
@@ -30,32 +29,6 @@ ERROR_SCHEMA = {
 }
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
 
-_TENSOR = {
-    "type": "object", "required": ["name", "shape", "datatype"],
-    "properties": {
-        "name": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "datatype": {"type": "string", "enum": ["BYTES", *BINARY_DTYPES]},
-        "parameters": {"type": "object"},
-        "data": {"type": "array", "description": "row-major values, flat or nested; omitted when the "
-                                                 "parameters give a binary_data_size"},
-    },
-}
-V2_REQUEST = {
-    "type": "object", "title": "InferenceRequest", "required": ["inputs"],
-    "description": "The Open Inference Protocol's request; the model's metadata (GET /v2/models/{name}) "
-                   "lists the inputs it takes. With the binary tensor data extension, send the JSON "
-                   "first, then the binary inputs, with the header Inference-Header-Content-Length.",
-    "properties": {
-        "id": {"type": "string"},
-        "parameters": {"type": "object"},
-        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
-        "outputs": {"type": "array", "items": {
-            "type": "object", "required": ["name"],
-            "properties": {"name": {"type": "string", "enum": list(OUTPUTS)}, "parameters": {"type": "object"}}}},
-    },
-}
-
 
 def _error(description: str, schema: dict[str, Any] | None = None, headers: dict | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description, "content": {
@@ -65,66 +38,11 @@ def _error(description: str, schema: dict[str, Any] | None = None, headers: dict
     return response
 
 
-def _path_parameters(path: str) -> list[dict[str, Any]]:
-    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "title": name.title()}}
-            for name in ("name", "version") if f"{{{name}}}" in path]
-
-
-def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-_MODEL_METADATA = {"type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"],
-                   "properties": {"name": {"type": "string"}, "platform": {"type": "string"},
-                                  "versions": {"type": "array", "items": {"type": "string"}},
-                                  "inputs": {"type": "array", "items": {"type": "object"}},
-                                  "outputs": {"type": "array", "items": {"type": "object"}}}}
-
-
-def v2_operations() -> dict[str, dict[str, Any]]:
-    """The V2 routes' operations (service/v2_app.py), before the error statuses contract() adds."""
-    paths: dict[str, dict[str, Any]] = {
-        "/v2": {"get": {"summary": "V2 Server Metadata", "operationId": "v2_server_metadata", "responses": {
-            "200": _json("the server's name, version and extensions", {"type": "object"})}}},
-        "/v2/health/live": {"get": {"summary": "V2 Live", "operationId": "v2_live", "responses": {
-            "200": _json("the server is live", {"type": "object", "properties": {"live": {"type": "boolean"}}})}}},
-        "/v2/health/ready": {"get": {"summary": "V2 Ready", "operationId": "v2_ready", "responses": {
-            "200": _json("every model is loaded", {"type": "object", "properties": {"ready": {"type": "boolean"}}}),
-            "503": _json("a model is still loading, or failed to load",
-                         {"type": "object", "properties": {"ready": {"type": "boolean"}}})}}},
-    }
-    for path in METADATA_PATHS:
-        versioned = "{version}" in path
-        paths[path] = {"get": {"summary": "V2 Version Metadata" if versioned else "V2 Model Metadata",
-                               "operationId": "v2_version_metadata" if versioned else "v2_model_metadata",
-                               "parameters": _path_parameters(path),
-                               "responses": {"200": _json("the model's inputs and outputs", _MODEL_METADATA)}}}
-    for path in MODEL_READY_PATHS:
-        versioned = "{version}" in path
-        paths[path] = {"get": {"summary": "V2 Version Ready" if versioned else "V2 Model Ready",
-                               "operationId": "v2_version_ready" if versioned else "v2_model_ready",
-                               "parameters": _path_parameters(path),
-                               "responses": {"200": _json("the model is loaded", {"type": "object"})}}}
-    for path in INFER_PATHS:
-        versioned = "{version}" in path
-        paths[path] = {"post": {
-            "summary": "V2 Version Infer" if versioned else "V2 Infer",
-            "operationId": "v2_version_infer" if versioned else "v2_infer",
-            "parameters": _path_parameters(path),
-            "responses": {"200": {"description": "the outputs; with binary outputs requested, the JSON header "
-                                                 "then the tensors (Inference-Header-Content-Length)",
-                                  "content": {"application/json": {"schema": {"type": "object"}},
-                                              "application/octet-stream": {"schema": {"type": "string",
-                                                                                      "format": "binary"}}}}},
-        }}
-    return paths
-
-
 def contract(generated: dict[str, Any], api_routes: set[str], models: list[str]) -> dict[str, Any]:
     """The generated document with every status each route answers, and its body."""
     document = copy.deepcopy(generated)
     document.setdefault("components", {}).setdefault("schemas", {})[ERROR] = ERROR_SCHEMA
-    document["paths"].update(v2_operations())  # a bare Starlette app serves them: not in FastAPI's part
+    document["paths"].update(v2_app.openapi_paths())  # a bare Starlette app serves them: not in FastAPI's part
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             responses = operation.setdefault("responses", {})
@@ -144,9 +62,6 @@ def contract(generated: dict[str, Any], api_routes: set[str], models: list[str])
                 if method == "post":
                     responses["400"] = _error("the request breaks the protocol or the model's input schema")
                     responses["413"] = _error("the body is larger than MAX_BODY_BYTES")
-                    operation["requestBody"] = {"required": True, "content": {
-                        "application/json": {"schema": V2_REQUEST},
-                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
             elif path in ("/models", "/models/{name}/drift"):
                 responses.pop("422", None)
                 responses["503"] = _error("the models are still loading", headers=RETRY_AFTER)

@@ -6,8 +6,9 @@ second middleware stack (error, telemetry, body-limit and exit-stack middlewares
 FastAPI's router and its dependency solving: about a quarter of the infer route's CPU at
 concurrency 1 (py-spy). Here a route is a Request, service/v2.py's parsing, the model's
 batcher and one Response. The routes find the models through BentoML's current service
-instance (`bentoml.get_current_service()`), so nothing is wired at import. The document at
-/docs.json describes these routes (service/openapi.py): FastAPI never sees them.
+instance (`bentoml.get_current_service()`), so nothing is wired at import. FastAPI never
+sees these routes, so their OpenAPI operations are written here too (`openapi_paths`, at
+the end), and /docs.json includes them (service/openapi.py). The tensors themselves: v2.py.
 """
 
 from __future__ import annotations
@@ -107,3 +108,90 @@ def v2_app() -> Starlette:
     routes += [Route("/v2", server_metadata, methods=["GET"]), Route("/v2/health/live", live, methods=["GET"]),
                Route("/v2/health/ready", ready, methods=["GET"])]
     return Starlette(routes=routes, exception_handlers=exception_handlers())
+
+
+# --- the OpenAPI description of the routes above -------------------------------------------
+
+_TENSOR = {
+    "type": "object", "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": ["BYTES", *v2.BINARY_DTYPES]},
+        "parameters": {"type": "object"},
+        "data": {"type": "array", "description": "row-major values, flat or nested; omitted when the "
+                                                 "parameters give a binary_data_size"},
+    },
+}
+V2_REQUEST = {
+    "type": "object", "title": "InferenceRequest", "required": ["inputs"],
+    "description": "The Open Inference Protocol's request; the model's metadata (GET /v2/models/{name}) "
+                   "lists the inputs it takes. With the binary tensor data extension, send the JSON "
+                   "first, then the binary inputs, with the header Inference-Header-Content-Length.",
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
+        "outputs": {"type": "array", "items": {
+            "type": "object", "required": ["name"],
+            "properties": {"name": {"type": "string", "enum": list(v2.OUTPUTS)}, "parameters": {"type": "object"}}}},
+    },
+}
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "title": name.title()}}
+            for name in ("name", "version") if f"{{{name}}}" in path]
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_MODEL_METADATA = {"type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"],
+                   "properties": {"name": {"type": "string"}, "platform": {"type": "string"},
+                                  "versions": {"type": "array", "items": {"type": "string"}},
+                                  "inputs": {"type": "array", "items": {"type": "object"}},
+                                  "outputs": {"type": "array", "items": {"type": "object"}}}}
+
+
+def openapi_paths() -> dict[str, dict[str, Any]]:
+    """The OpenAPI operations of these routes; service/openapi.py adds their error statuses."""
+    paths: dict[str, dict[str, Any]] = {
+        "/v2": {"get": {"summary": "V2 Server Metadata", "operationId": "v2_server_metadata", "responses": {
+            "200": _json("the server's name, version and extensions", {"type": "object"})}}},
+        "/v2/health/live": {"get": {"summary": "V2 Live", "operationId": "v2_live", "responses": {
+            "200": _json("the server is live", {"type": "object", "properties": {"live": {"type": "boolean"}}})}}},
+        "/v2/health/ready": {"get": {"summary": "V2 Ready", "operationId": "v2_ready", "responses": {
+            "200": _json("every model is loaded", {"type": "object", "properties": {"ready": {"type": "boolean"}}}),
+            "503": _json("a model is still loading, or failed to load",
+                         {"type": "object", "properties": {"ready": {"type": "boolean"}}})}}},
+    }
+    for path in METADATA_PATHS:
+        versioned = "{version}" in path
+        paths[path] = {"get": {"summary": "V2 Version Metadata" if versioned else "V2 Model Metadata",
+                               "operationId": "v2_version_metadata" if versioned else "v2_model_metadata",
+                               "parameters": _path_parameters(path),
+                               "responses": {"200": _json("the model's inputs and outputs", _MODEL_METADATA)}}}
+    for path in MODEL_READY_PATHS:
+        versioned = "{version}" in path
+        paths[path] = {"get": {"summary": "V2 Version Ready" if versioned else "V2 Model Ready",
+                               "operationId": "v2_version_ready" if versioned else "v2_model_ready",
+                               "parameters": _path_parameters(path),
+                               "responses": {"200": _json("the model is loaded", {"type": "object"})}}}
+    for path in INFER_PATHS:
+        versioned = "{version}" in path
+        paths[path] = {"post": {
+            "summary": "V2 Version Infer" if versioned else "V2 Infer",
+            "operationId": "v2_version_infer" if versioned else "v2_infer",
+            "parameters": _path_parameters(path),
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": V2_REQUEST},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {"200": {"description": "the outputs; with binary outputs requested, the JSON header "
+                                                 "then the tensors (Inference-Header-Content-Length)",
+                                  "content": {"application/json": {"schema": {"type": "object"}},
+                                              "application/octet-stream": {"schema": {"type": "string",
+                                                                                      "format": "binary"}}}}},
+        }}
+    return paths
