@@ -3,8 +3,8 @@
 #
 # Tries $DOCKER_HOST, /var/run/docker.sock and our own socket in $DOCKERD_ROOT. If none
 # answers, installs docker.io (apt, as root) and starts dockerd the way that works on
-# machines without a bridge or iptables (host networking only; containers.md in the shared
-# notes). Storage: overlay2 when the kernel mounts overlayfs here (a container starts at
+# machines without a bridge or iptables: `--iptables=false --bridge=none`, so containers
+# run with `--network host` (docker/README.md). Storage: overlay2 when the kernel mounts overlayfs here (a container starts at
 # once), else vfs, which copies the whole image for every container (8.7 s for 767 MB).
 # STORAGE_DRIVER=vfs|overlay2 forces one. A second stdout line "started <pid>" says that
 # this call started the daemon (stop it with `kill <pid>` when done).
@@ -15,7 +15,7 @@ set -euo pipefail
 DOCKERD_ROOT=${DOCKERD_ROOT:-/tmp/dockerd}
 OWN_HOST="unix://$DOCKERD_ROOT/docker.sock"
 
-cli() {  # Debian's docker CLI (with BuildKit) first; see containers.md
+cli() {  # Debian's docker CLI first: it has BuildKit (buildx), which `bentoml containerize` needs
   if [ -x /usr/bin/docker ]; then echo /usr/bin/docker; else command -v docker || true; fi
 }
 

@@ -50,7 +50,7 @@ IN_FLIGHT = 8  # requests in flight when SIGTERM arrives
 
 
 def docker_cli() -> str:
-    # BentoML builds with BuildKit; Debian's CLI has it, a CLI without buildx fails (containers.md).
+    # BentoML builds with BuildKit; Debian's CLI has it, a CLI without buildx fails.
     return "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
 
