@@ -15,7 +15,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 CLIENT_CLOSED_REQUEST = 499
 """Status recorded (metrics, log) when the client hung up before its answer: the answer is
@@ -36,7 +36,7 @@ class ServiceError(Exception):
         self.detail = detail
         self.headers = headers
 
-    def response(self) -> JSONResponse:
+    def response(self) -> Response:
         return error_response(self.status, self.message, self.detail, self.headers)
 
 
@@ -71,6 +71,7 @@ class Overloaded(ServiceError):
 
 
 def error_body(message: str, detail: Any = None) -> bytes:
+    """The one error body, encoded."""
     body: dict[str, Any] = {"error": message}
     if detail is not None:
         body["detail"] = detail
@@ -78,11 +79,8 @@ def error_body(message: str, detail: Any = None) -> bytes:
 
 
 def error_response(status: int, message: str, detail: Any = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": message}
-    if detail is not None:
-        body["detail"] = detail
-    return JSONResponse(body, status_code=status, headers=headers)
+                   headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(message, detail), status_code=status, headers=headers, media_type="application/json")
 
 
 def answer_errors(endpoint: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

@@ -48,16 +48,10 @@ class GcPauses:
                                     ["generation"], buckets=GC_PAUSE_BUCKETS)
         self._pending: collections.deque[tuple[int, float]] = collections.deque(maxlen=10_000)
         self._started = 0.0
-        self._stop = threading.Event()
 
     def start(self) -> None:
         gc.callbacks.append(self._time_gc)
         threading.Thread(target=self._drain_every_interval, name="gc-pauses", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._time_gc in gc.callbacks:
-            gc.callbacks.remove(self._time_gc)
 
     def drain(self) -> None:
         """Move the pauses measured so far into the histogram."""
@@ -69,7 +63,8 @@ class GcPauses:
             self._histogram.labels(generation=str(generation)).observe(seconds)
 
     def _drain_every_interval(self) -> None:
-        while not self._stop.wait(GC_DRAIN_INTERVAL_S):
+        while True:
+            time.sleep(GC_DRAIN_INTERVAL_S)
             self.drain()
 
     def _time_gc(self, phase: str, info: dict[str, int]) -> None:

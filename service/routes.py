@@ -119,11 +119,20 @@ def pixel_row(spec: ModelSpec) -> Any:
         description=f"{image.height}x{image.width} pixels row by row, {low:g} to {high:g}")]
 
 
+TAKEN_NAMES = frozenset({"models", "metrics", "livez", "readyz", "healthz", "docs", "docs.json", "schema.json",
+                         "static_content", "v2", "instruments"})
+"""Paths of the service's own routes (BentoML's probes, metrics and pages, /models, V2) and
+attributes its instances set: a model may not be named after one."""
+
+
 def add_typed_routes(service_class: type, predict: Predict) -> None:
     """Give the (not yet decorated) service class one BentoML API method per typed route."""
     import bentoml
 
     for route in ROUTES:
+        if route.spec.name in TAKEN_NAMES:
+            raise TypeError(f"model {route.spec.name!r} would take the service's own /{route.spec.name}: "
+                            f"name it otherwise (taken: {sorted(TAKEN_NAMES)})")
         if hasattr(service_class, route.method_name):
             raise TypeError(f"{service_class.__name__}.{route.method_name} exists: "
                             f"the route {route.path} of model {route.spec.name!r} would replace it")

@@ -125,6 +125,17 @@ def test_a_route_that_would_replace_a_method_of_the_service_is_refused():
         add_typed_routes(Service, lambda *args: None)  # type: ignore[arg-type, return-value]
 
 
+def test_a_model_named_after_one_of_the_services_own_routes_is_refused(monkeypatch):
+    from dataclasses import replace
+
+    from service import routes
+    from service.specs import IRIS
+
+    monkeypatch.setattr(routes, "ROUTES", [routes.TypedRoute(replace(IRIS, name="models"), "records")])
+    with pytest.raises(TypeError, match="would take the service's own /models"):
+        routes.add_typed_routes(type("Service", (), {}), lambda *args: None)  # type: ignore[arg-type, return-value]
+
+
 def test_every_spec_has_one_trainer_and_a_missing_one_is_named():
     from training.trainers import TRAINERS, IrisTrainer, registry
 
