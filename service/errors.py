@@ -17,6 +17,8 @@ from typing import Any
 
 from starlette.responses import Response
 
+from service import logs
+
 CLIENT_CLOSED_REQUEST = 499
 """Status recorded (metrics, log) when the client hung up before its answer: the answer is
 never sent, and it is not a server error (nginx's convention)."""
@@ -123,7 +125,12 @@ def exception_handlers() -> dict[Any, Callable[..., Awaitable[Response]]]:
 class JsonErrors:
     """ASGI middleware: an error the frameworks answer as text (Starlette's "Not Found" and
     "Method Not Allowed", BentoML's probes and its own 4xx/5xx) gets the error body, with
-    the status and headers it had. JSON answers pass untouched, streamed as they come."""
+    the status and headers it had. JSON answers pass untouched, streamed as they come.
+
+    It sees every answer, so it logs each refusal in one line with its route
+    (service/logs.py), unless BentoML logged it already; a 500 is logged by BentoML with
+    its traceback.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -134,11 +141,16 @@ class JsonErrors:
             return
         held: dict | None = None
         text: list[bytes] = []
+        status = 0
+        seen = bytearray()  # the start of an error's JSON body, for the log line
+        answer_logged: dict[str, bool] = {}
+        logs.ANSWER_LOGGED.set(answer_logged)
 
         async def json_send(message: dict) -> None:
-            nonlocal held
+            nonlocal held, status
             if message["type"] == "http.response.start":
-                if message["status"] >= 400 and dict(message.get("headers", [])).get(
+                status = message["status"]
+                if status >= 400 and dict(message.get("headers", [])).get(
                         b"content-type", b"").startswith(b"text/"):
                     held = message  # rewritten once its text is complete
                     return
@@ -146,11 +158,26 @@ class JsonErrors:
                 text.append(message.get("body", b""))
                 if message.get("more_body", False):
                     return
-                await _send_rewritten(send, held, b"".join(text), scope)
+                body = await _send_rewritten(send, held, b"".join(text), scope)
+                _log(scope, status, body, answer_logged)
                 return
+            elif status >= 400 and message["type"] == "http.response.body":
+                seen.extend(message.get("body", b"")[: 4096 - len(seen)])
+                if not message.get("more_body", False):
+                    _log(scope, status, bytes(seen), answer_logged)
             await send(message)
 
         await self.app(scope, receive, json_send)
+
+
+def _log(scope: dict, status: int, body: bytes, answer_logged: dict[str, bool]) -> None:
+    if status == 500 or answer_logged.get("logged"):
+        return
+    try:
+        message = str(json.loads(body)["error"])
+    except (ValueError, KeyError, TypeError):
+        message = body.decode("utf-8", "replace")
+    logs.log_answer(scope["method"], scope["path"], status, " ".join(message.split()))
 
 
 def framework_message(status: int, text: str, method: str, path: str) -> str:
@@ -162,7 +189,7 @@ def framework_message(status: int, text: str, method: str, path: str) -> str:
     return text or f"HTTP {status}"
 
 
-async def _send_rewritten(send: Callable, start: dict, text: bytes, scope: dict) -> None:
+async def _send_rewritten(send: Callable, start: dict, text: bytes, scope: dict) -> bytes:
     status = start["status"]
     message = framework_message(status, text.decode("utf-8", "replace").strip(), scope["method"], scope["path"])
     body = error_body(message)
@@ -172,3 +199,4 @@ async def _send_rewritten(send: Callable, start: dict, text: bytes, scope: dict)
                 "headers": [*kept, (b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
+    return body

@@ -1,19 +1,34 @@
-"""Client errors in one log line; tracebacks only for real faults.
+"""Client errors in one log line each, escaped and rate-limited; tracebacks only for faults.
 
 BentoML 1.4 logs every exception of an API call as an ERROR with its traceback (about
 1.9 KB), its own validation errors (answered 400) and a client hanging up mid-body
 included: a fuzzing run wrote 5.4 MB of such tracebacks. A logging.Filter on the logger
 BentoML writes them to turns those records into one INFO line; faults keep theirs.
+Every other refusal (the typed routes' and V2's own errors, the request guard's, 404 and
+405) is logged by `JsonErrors` (service/errors.py) through `log_answer`, in the same form:
+`METHOD PATH answered STATUS: message`.
+
+Text a client controls (field names, paths, filenames) is escaped: no control character
+reaches the log (terminal escape sequences, forged line breaks). A run of identical lines
+is cut to REPEATS_LOGGED per REPEAT_WINDOW_S, then summed up in the next line logged.
 """
 
 from __future__ import annotations
 
 import logging
-
-from service.errors import CLIENT_CLOSED_REQUEST
+import time
+from contextvars import ContextVar
 
 BENTOML_API_LOGGER = "bentoml._internal.server.http_app"
-"""Where BentoML's `log_exception` writes "Exception on PATH [METHOD]"."""
+"""Where BentoML's `log_exception` writes "Exception on PATH [METHOD]"; the answers this
+service logs itself go there too, so they share BentoML's handlers and format."""
+REPEATS_LOGGED = 5
+REPEAT_WINDOW_S = 60.0
+MAX_LINE = 300
+
+ANSWER_LOGGED: ContextVar[dict[str, bool] | None] = ContextVar("answer_logged", default=None)
+"""Set by JsonErrors for each request to a fresh dict; marked when BentoML's own record of
+the error was logged, so that the answer is not logged twice."""
 
 
 class ClientErrorsInOneLine(logging.Filter):
@@ -22,20 +37,67 @@ class ClientErrorsInOneLine(logging.Filter):
         status = client_error_status(error)
         if status is not None:
             path, method = record.args if isinstance(record.args, tuple) and len(record.args) == 2 else ("?", "?")
-            record.msg, record.args = "%s %s answered %d: %s", (method, path, status, one_line(error))
+            record.msg, record.args = "%s %s answered %d: %s", (method, escaped(str(path)), status, one_line(error))
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info = record.exc_text = None
+            answer = ANSWER_LOGGED.get()
+            if answer is not None:
+                answer["logged"] = True
         return True
 
 
+class RepeatsLimited(logging.Filter):
+    """At most REPEATS_LOGGED identical lines per REPEAT_WINDOW_S; the count of those left
+    out is added to the first line logged after the window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[str, tuple[float, int]] = {}  # line -> (window start, lines in window)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:  # faults are never dropped
+            return True
+        line, now = record.getMessage(), time.monotonic()
+        start, count = self._seen.get(line, (now, 0))
+        if now - start > REPEAT_WINDOW_S:
+            dropped = count - REPEATS_LOGGED
+            start, count = now, 0
+            if dropped > 0:
+                record.msg, record.args = "%s (and %d more like it in %.0f s, not logged)", (
+                    line, dropped, REPEAT_WINDOW_S)
+        if len(self._seen) > 1000:  # many different lines: start over rather than grow
+            self._seen.clear()
+        self._seen[line] = (start, count + 1)
+        return count < REPEATS_LOGGED
+
+
 def install() -> None:
-    """Add the filter once (the worker calls this when it starts)."""
+    """Add the filters once (the worker calls this when it starts)."""
     logger = logging.getLogger(BENTOML_API_LOGGER)
     if not any(isinstance(f, ClientErrorsInOneLine) for f in logger.filters):
         logger.addFilter(ClientErrorsInOneLine())
+        logger.addFilter(RepeatsLimited())
+    # The request guard checks multipart bodies and logs its answer; the parser's own
+    # warning about the same body would be a second line, without the route.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 
-def one_line(error: BaseException | None, limit: int = 300) -> str:
+def log_answer(method: str, path: str, status: int, message: str) -> None:
+    """One INFO line for an error answer the service gave (unless BentoML logged it)."""
+    logging.getLogger(BENTOML_API_LOGGER).info("%s %s answered %d: %s", escaped(method[:16]),
+                                               escaped(path[:200]), status, escaped(message, MAX_LINE))
+
+
+def escaped(text: str, limit: int | None = None) -> str:
+    """The text with every non-printable character (controls, line breaks) as an escape."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def one_line(error: BaseException | None, limit: int = MAX_LINE) -> str:
     """A short description of a client's error, without the input it sent."""
     from pydantic import ValidationError
 
@@ -43,8 +105,7 @@ def one_line(error: BaseException | None, limit: int = 300) -> str:
         text = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors())
     else:
         text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return escaped(" ".join(text.split()), limit)
 
 
 def client_error_status(error: BaseException | None) -> int | None:
@@ -52,6 +113,8 @@ def client_error_status(error: BaseException | None) -> int | None:
     from bentoml.exceptions import BentoMLException
     from pydantic import ValidationError
     from starlette.requests import ClientDisconnect
+
+    from service.errors import CLIENT_CLOSED_REQUEST
 
     if isinstance(error, ValidationError):
         return 400

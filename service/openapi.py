@@ -4,7 +4,8 @@ the truth about every route (tests/service/test_contract.py fuzzes it with schem
 Every error of every route has one body, `ServiceError` (service/errors.py); BentoML
 documents its API routes' 400 with `detail` as a string (its validation errors send a
 list), and neither it nor FastAPI knows the statuses this service adds: 413 and 415 from
-the request guard, 503 when overloaded or still loading, 404 for an unknown model. The V2
+the request guard, 503 when overloaded (a batch's latency, or request bodies in flight) or
+still loading, 404 for an unknown model. The V2
 routes are served by a bare Starlette app, so FastAPI never sees them: their operations
 come from service/v2_app.py. Every fix is made to a copy of the generated document.
 """
@@ -53,8 +54,10 @@ def contract(generated: dict[str, Any], api_routes: set[str], models: list[str])
                 operation.get("requestBody", {})["required"] = True
                 responses["400"] = _error("invalid input: what and where")
                 responses["413"] = _error("the body is larger than MAX_BODY_BYTES")
-                responses["415"] = _error("the content type is not the one the route takes")
-                responses["503"] = _error("overloaded, or the models are still loading", headers=RETRY_AFTER)
+                responses["415"] = _error("the content type is not the one the route takes, or the body is "
+                                          "compressed (Content-Encoding)")
+                responses["503"] = _error("overloaded (a batch, or MAX_BYTES_IN_FLIGHT of bodies), or the models "
+                                          "are still loading", headers=RETRY_AFTER)
             elif path.startswith("/v2/models/"):
                 responses.pop("422", None)  # path parameters are strings: FastAPI never sends it
                 responses["404"] = _error("unknown model or version")
@@ -62,6 +65,8 @@ def contract(generated: dict[str, Any], api_routes: set[str], models: list[str])
                 if method == "post":
                     responses["400"] = _error("the request breaks the protocol or the model's input schema")
                     responses["413"] = _error("the body is larger than MAX_BODY_BYTES")
+                    responses["415"] = _error("neither JSON nor the binary extension's octet-stream, or a "
+                                              "compressed body (Content-Encoding)")
             elif path in ("/models", "/models/{name}/drift"):
                 responses.pop("422", None)
                 responses["503"] = _error("the models are still loading", headers=RETRY_AFTER)

@@ -11,12 +11,14 @@ import binascii
 import io
 import struct
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageChops, ImageOps, ImageStat, UnidentifiedImageError
 
+from service.colour import to_srgb
 from service.errors import InvalidInput
 from service.specs import KOBE, CategoricalFeature, ImageInput, ModelSpec, NumericFeature
 
@@ -29,8 +31,8 @@ Columns = Mapping[str, Sequence[Any]]
 # Larger images are refused before their pixels are decoded (decompression bombs).
 MAX_IMAGE_PIXELS = 4096 * 4096
 MAX_CALL_PIXELS = 2 * MAX_IMAGE_PIXELS
-"""Pixels the images of one call may hold together (two 12-megapixel photos fit). Images are
-decoded on the event loop: 64 of 4096x4096 (4.6 MiB of PNG) would hold it for ~30 s."""
+"""Pixels the images of one call may hold together (two 12-megapixel photos fit): the work
+one call can ask of a decoder thread (service/decoding.py) is bounded before it starts."""
 # Uploads whose mean border intensity is above this count as dark ink on a light page.
 LIGHT_BACKGROUND_THRESHOLD = 127.5
 ACCEPTED_IMAGE_FORMATS = ("PNG", "JPEG", "WebP", "BMP", "TIFF", "GIF")
@@ -43,34 +45,72 @@ _HIGH_DEPTH_FULL_SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "
                           "I": 65535.0, "F": 1.0}
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode one picture fully, as a viewer shows it (EXIF orientation applied).
+MAX_ASPECT_RATIO = 16
+"""Longest side over shortest side accepted. The models read square pictures (a cell, a
+digit) squeezed to their input size; a strip 16 times longer than wide holds neither, and
+a 1x16,777,216 strip cost 1.8 s of decoding for nothing."""
 
-    Refuses non-images, other formats, several frames, truncated files and huge sizes.
-    """
+
+def decode_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode one picture fully, as a viewer shows it (EXIF orientation applied, colours
+    converted to sRGB). Refuses non-images, other formats, several frames, truncated files,
+    huge sizes and odd shapes."""
+    return load_image(open_image(data, max_pixels))
+
+
+def open_image(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Read the header only: the format, size and frame count are checked before any pixel
+    is decoded, so the cost of decoding is known and bounded (at most `max_pixels` pixels,
+    64 MB decoded in Pillow's widest modes) before it starts."""
     if not data:
         raise InvalidInput("the image is empty (0 bytes)")
+    with _pillow_errors(max_pixels):
+        image = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS)
+        _check_size(*image.size, max_pixels)
+        # is_animated stops at the second frame (n_frames walks every page of a TIFF, in
+        # time quadratic in their number). MPO: the multi-picture JPEG phones write (Pillow
+        # opens it as JPEG); frame 0 is the photo.
+        if getattr(image, "is_animated", False) and image.format != "MPO":
+            raise InvalidInput(f"the {image.format} file has more than one frame (animated or multi-page); "
+                               "send a single picture")
+        return image
+
+
+def load_image(image: Image.Image) -> Image.Image:
+    """Decode the pixels of an opened image, turn it as its EXIF says, convert it to sRGB."""
+    with _pillow_errors(MAX_IMAGE_PIXELS):
+        image.load()
+    _apply_orientation(image)
+    return to_srgb(image)
+
+
+def _apply_orientation(image: Image.Image) -> None:
+    """EXIF orientation applied in place. EXIF that cannot be read is ignored, in every
+    format alike, as browsers do: it is metadata about the picture, not the picture."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ImageOps.exif_transpose(image, in_place=True)
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, TypeError, KeyError, IndexError):
+        pass
+
+
+@contextmanager
+def _pillow_errors(max_pixels: int) -> Iterator[None]:
+    """Pillow's exceptions on a client's file as InvalidInput, without Pillow's internals."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a client's broken metadata is not a server event
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS)
-            _check_size(*image.size, max_pixels)
-            frames = getattr(image, "n_frames", 1)
-            # MPO: the multi-picture JPEG phones write (Pillow opens it as JPEG); frame 0 is the photo.
-            if frames > 1 and image.format != "MPO":
-                raise InvalidInput(f"the {image.format} file has {frames} frames (animated or multi-page); "
-                                   "send a single picture")
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)
-            return image
+            yield
     except InvalidInput:
         raise
     except UnidentifiedImageError:
         raise InvalidInput(f"not an image in an accepted format; send {ACCEPTED_FORMATS_TEXT}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InvalidInput(f"the image is too large: at most {max_pixels} pixels are accepted") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, TypeError, KeyError, IndexError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, TypeError, KeyError, IndexError,
+            MemoryError) as exc:
         # What Pillow's decoders raise on corrupt files (TypeError: a TIFF without dimensions).
         raise InvalidInput(f"corrupt or truncated image ({exc})") from None
 
@@ -79,6 +119,9 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise InvalidInput(f"the image is too large: it declares {width}x{height} pixels; at most "
                            f"{max_pixels} pixels are accepted")
+    if max(width, height) > MAX_ASPECT_RATIO * max(min(width, height), 1):
+        raise InvalidInput(f"the image is {width}x{height} pixels: one side may be at most {MAX_ASPECT_RATIO} "
+                           "times the other")
 
 
 def image_to_array(image: Image.Image, spec: ImageInput) -> np.ndarray:
@@ -242,18 +285,41 @@ def decode_base64(images: list[str]) -> list[bytes]:
     return decoded
 
 
-def images_to_rows(spec: ModelSpec, encoded: list[bytes]) -> np.ndarray:
-    """Decode and preprocess every image of a call; errors name the image's position."""
-    assert spec.image is not None
-    rows, pixels = [], 0
+def opened_images(encoded: Sequence[bytes]) -> list[Image.Image]:
+    """Every image of a call opened (headers only) and checked, alone and together."""
+    images, pixels = [], 0
     for index, data in enumerate(encoded):
-        try:
-            image = decode_image(data)
+        with _image_index(index):
+            image = open_image(data)
             pixels += image.width * image.height
             if pixels > MAX_CALL_PIXELS:
                 raise InvalidInput(f"the images of one call are too large together: at most {MAX_CALL_PIXELS} "
                                    "pixels in total; send fewer or smaller images per call")
-            rows.append(model_input_from_image(image_to_array(image, spec.image), spec))
-        except InvalidInput as exc:
-            raise InvalidInput(f"images[{index}]: {exc}") from None
+            images.append(image)
+    return images
+
+
+def rows_of_images(spec: ModelSpec, images: list[Image.Image]) -> np.ndarray:
+    """Decode and preprocess opened images one at a time (each freed once it is a row)."""
+    assert spec.image is not None
+    rows = []
+    for index, image in enumerate(images):
+        with _image_index(index):
+            loaded = load_image(image)
+            rows.append(model_input_from_image(image_to_array(loaded, spec.image), spec))
+            loaded.close()
+            image.close()
     return np.stack(rows)
+
+
+def images_to_rows(spec: ModelSpec, encoded: Sequence[bytes]) -> np.ndarray:
+    """Decode and preprocess every image of a call; errors name the image's position."""
+    return rows_of_images(spec, opened_images(encoded))
+
+
+@contextmanager
+def _image_index(index: int) -> Iterator[None]:
+    try:
+        yield
+    except InvalidInput as exc:
+        raise InvalidInput(f"images[{index}]: {exc}") from None

@@ -26,7 +26,8 @@ import numpy as np
 from pydantic import Field
 
 from service.errors import answer_errors
-from service.preprocessing import ACCEPTED_FORMATS_TEXT, decode_base64, images_to_rows
+from service.decoding import image_rows
+from service.preprocessing import ACCEPTED_FORMATS_TEXT, decode_base64
 from service.schemas import RECORD_MODELS, NumbersOnly, Predictions, records_field
 from service.specs import SPECS, ModelSpec
 
@@ -83,12 +84,12 @@ def endpoint(route: TypedRoute, predict: Predict) -> Callable[..., Awaitable[Any
         doc = f"{spec.description} Takes 1 to {spec.max_records_per_call} records, answered in order."
     elif route.kind == "upload":
         async def call(self: Any, images: list) -> Any:
-            return await predict(self, name, images_to_rows(spec, [Path(path).read_bytes() for path in images]))
+            return await predict(self, name, await image_rows(spec, [Path(path) for path in images]))
         parameter, annotation = "images", list[Path]
         doc = f"{spec.description} Images in multipart field `images` ({ACCEPTED_FORMATS_TEXT}, any size)."
     elif route.kind == "base64":
         async def call(self: Any, images: list) -> Any:
-            return await predict(self, name, images_to_rows(spec, decode_base64(images)))
+            return await predict(self, name, await image_rows(spec, decode_base64(images)))
         parameter, annotation = "images", list[str]
         doc = f"{spec.description} Base64-encoded images ({ACCEPTED_FORMATS_TEXT}, any size)."
     else:

@@ -37,6 +37,8 @@ from service.v2_app import v2_app
 
 MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES", 16 * 1024 * 1024))
 """Requests with a larger body are refused with 413 before they are parsed."""
+MAX_BYTES_IN_FLIGHT = int(os.environ.get("MAX_BYTES_IN_FLIGHT", 128 * 1024 * 1024))
+"""Bodies being read or served together; beyond it, 503 + Retry-After (service/guard.py)."""
 
 RUNTIME_IMAGE = bentoml.images.Image(base_image="python:3.11-slim", python_version="3.11", distro="none")
 """The container's base: BentoML's usual python:3.11-slim, as it is. For a known distro
@@ -104,7 +106,7 @@ ModelServing.add_asgi_middleware(  # type: ignore[attr-defined]
     api_routes=[route.path for route in ROUTES], models=list(SPECS),
 )
 ModelServing.add_asgi_middleware(  # type: ignore[attr-defined]
-    RequestGuard, max_body_bytes=MAX_BODY_BYTES, content_types={route.path: route.media_type for route in ROUTES},
+    RequestGuard, max_body_bytes=MAX_BODY_BYTES, max_bytes_in_flight=MAX_BYTES_IN_FLIGHT, content_types={route.path: route.media_type for route in ROUTES},
 )
 
 

@@ -30,7 +30,8 @@ import pydantic_core
 from starlette.requests import ClientDisconnect, Request
 
 from service.errors import CLIENT_CLOSED_REQUEST, InvalidInput, ServiceError
-from service.preprocessing import decode_base64, images_to_rows
+from service.decoding import image_rows
+from service.preprocessing import decode_base64
 from service.schemas import validated_records
 from service.specs import CategoricalFeature, ModelSpec
 
@@ -159,6 +160,11 @@ def _row_major(name: str, data: list[Any], shape: list[int]) -> list[Any]:
     return flat
 
 
+V2_MEDIA_TYPES = frozenset({"", "application/json", "application/octet-stream"})
+"""Content types of a V2 inference request. No Content-Type is taken as JSON: the KServe
+and Triton clients send none with their defaults."""
+
+
 async def read_request(request: Request) -> Any:
     """The request's JSON, with binary inputs (the binary tensor data extension) decoded into
     their `data`; 400 if it is not JSON, nested too deeply, or its binary part is wrong.
@@ -166,6 +172,10 @@ async def read_request(request: Request) -> Any:
     pydantic-core's parser stops at a fixed depth with an error (the standard library's
     raises RecursionError, a 500, on a body nested 1,000 deep) and refuses NaN/Infinity.
     """
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in V2_MEDIA_TYPES:
+        raise ServiceError(f"V2 inference takes application/json (application/octet-stream with "
+                           f"{HEADER_LENGTH} for binary tensors), not {media_type}", 415)
     try:
         raw = await request.body()
     except ClientDisconnect:
@@ -234,7 +244,7 @@ def _decode(name: Any, datatype: Any, chunk: memoryview) -> list[Any]:
     return values.tolist()
 
 
-def rows_from_request(spec: ModelSpec, body: Any) -> tuple[str, Any]:
+async def rows_from_request(spec: ModelSpec, body: Any) -> tuple[str, Any]:
     """(form, rows): rows in the form the model's batcher takes; form names the route used."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
         raise InvalidInput("the request needs a non-empty 'inputs' list")
@@ -255,7 +265,7 @@ def rows_from_request(spec: ModelSpec, body: Any) -> tuple[str, Any]:
     if unknown:
         raise InvalidInput(f"unknown input(s) {unknown} for model {spec.name}; it takes {sorted(accepted)}")
     if "image" in tensors or "pixels" in tensors:
-        return "image", _image_rows(spec, tensors)
+        return "image", await _image_rows(spec, tensors)
     if "input" in tensors:
         if len(tensors) > 1:
             raise InvalidInput(f"send either 'input' or one tensor per feature, not both: got {sorted(tensors)}")
@@ -307,7 +317,7 @@ def _text(name: str, data: list[Any]) -> list[Any]:
         raise InvalidInput(f"input {name!r}: BYTES elements must be UTF-8 text") from None
 
 
-def _image_rows(spec: ModelSpec, tensors: dict[str, tuple[str, list[int], list[Any]]]) -> np.ndarray:
+async def _image_rows(spec: ModelSpec, tensors: dict[str, tuple[str, list[int], list[Any]]]) -> np.ndarray:
     if len(tensors) != 1:
         raise InvalidInput("send either 'image' or 'pixels', alone")
     assert spec.image is not None
@@ -317,7 +327,7 @@ def _image_rows(spec: ModelSpec, tensors: dict[str, tuple[str, list[int], list[A
             raise InvalidInput(f"input 'image' must be BYTES [N], 1 <= N <= {spec.max_records_per_call}")
         # base64 text in JSON, the file itself with the binary extension
         encoded = [v if isinstance(v, bytes) else decode_base64([v])[0] for v in data]
-        return images_to_rows(spec, encoded)
+        return await image_rows(spec, encoded)
     datatype, shape, data = tensors["pixels"]
     image = spec.image
     expected = [image.height, image.width, image.channels]
@@ -339,6 +349,8 @@ def requested_outputs(body: dict[str, Any]) -> list[str]:
                                                and isinstance(o.get("parameters", {}), dict) for o in wanted):
         raise InvalidInput("'outputs' must be a list of objects with a name (and object parameters)")
     names = [o["name"] for o in wanted]
+    if not names:
+        raise InvalidInput(f"'outputs' is empty: name at least one of {list(OUTPUTS)}, or leave it out for all")
     unknown = sorted(set(names) - set(OUTPUTS))
     if unknown:
         raise InvalidInput(f"unknown output(s) {unknown}; available: {list(OUTPUTS)}")

@@ -53,7 +53,7 @@ async def infer(request: Request) -> Response:
     body = await v2.read_request(request)
     spec = batcher.model.spec
     outputs = v2.requested_outputs(body) if isinstance(body, dict) else []
-    _, rows = v2.rows_from_request(spec, body)
+    _, rows = await v2.rows_from_request(spec, body)
     probabilities = await batcher.predict(rows)
     content, header_length = v2.response(spec, batcher.model.version, body, probabilities, outputs)
     if header_length is None:

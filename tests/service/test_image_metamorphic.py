@@ -104,7 +104,7 @@ def animated(picture: Image.Image) -> bytes:
 
 @pytest.mark.parametrize("route", ["malaria", "digits"])
 @pytest.mark.parametrize("make,fragment", [
-    (animated, "2 frames"),
+    (animated, "more than one frame"),
     (lambda p: encode(p, "ICO"), "PNG, JPEG, WebP, BMP, TIFF or GIF"),
     (lambda p: encode(p, "PNG")[:60], "corrupt or truncated"),
 ])

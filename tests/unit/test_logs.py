@@ -39,3 +39,33 @@ def test_client_errors_are_logged_in_one_line_and_faults_with_their_traceback(ca
     assert invalid.exc_info is None and invalid.levelno == logging.INFO
     assert invalid.getMessage() == "POST /iris answered 400: width: Input should be a valid number, unable to " \
                                    "parse string as a number"
+
+
+def test_client_text_reaches_the_log_escaped():
+    line = logs.escaped("field\x1b[31mred\x07\nFAKE 200 OK\u2028é細")
+    assert line == "field\\x1b[31mred\\x07\\nFAKE 200 OK\\u2028é細"
+    assert line.isprintable()
+
+
+def test_answers_are_logged_with_their_route_and_repeats_are_cut(caplog, monkeypatch):
+    logs.install()
+    clock = [1000.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    caplog.set_level(logging.INFO)
+    for _ in range(logs.REPEATS_LOGGED + 7):
+        logs.log_answer("POST", "/v2/models/iris/infer", 400, "input 'x' \x1b unknown")
+    logs.log_answer("POST", "/iris", 415, "another error")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count("POST /v2/models/iris/infer answered 400: input 'x' \\x1b unknown") == logs.REPEATS_LOGGED
+    assert "POST /iris answered 415: another error" in lines
+    clock[0] += logs.REPEAT_WINDOW_S + 1
+    caplog.clear()
+    logs.log_answer("POST", "/v2/models/iris/infer", 400, "input 'x' \x1b unknown")
+    (summary,) = [r.getMessage() for r in caplog.records]
+    assert summary.endswith("(and 7 more like it in 60 s, not logged)"), summary
+
+
+def test_faults_are_never_cut(caplog):
+    limited = logs.RepeatsLimited()
+    records = [logging.LogRecord("x", logging.ERROR, __file__, 1, "fault", None, None) for _ in range(20)]
+    assert all(limited.filter(record) for record in records)
