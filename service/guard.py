@@ -76,12 +76,15 @@ class RequestGuard:
         if refusal is not None:
             await _send_refusal(send, refusal, close=True)  # unread body: the connection ends
             return
+        multipart = MultipartCheck(headers.get("content-type", ""), self.file_field, self.max_parts) \
+            if required == "multipart/form-data" else None
+        if multipart is not None and multipart.problem is not None:  # no boundary: nothing can be read
+            await _send_refusal(send, (400, multipart.problem, []), close=True)
+            return
         self.bytes_in_flight += reserved
         received = 0
         cut_short: Refusal | None = None  # the answer instead of the app's, the body left unread
         disconnected = False
-        multipart = MultipartCheck(headers.get("content-type", ""), self.file_field, self.max_parts) \
-            if required == "multipart/form-data" else None
 
         async def guarded_receive() -> dict:
             nonlocal received, reserved, cut_short, disconnected

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 import struct
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -273,16 +274,43 @@ def records_columns(records: Sequence[Mapping[str, Any]], spec: ModelSpec) -> di
     return {f.name: [record[f.name] for record in records] for f in spec.features}
 
 
+_WHITESPACE = str.maketrans("", "", " \t\r\n")
+_URL_SAFE = str.maketrans("-_", "+/")
+
+
 def decode_base64(images: list[str]) -> list[bytes]:
-    decoded = []
-    for index, text in enumerate(images):
-        if text.startswith("data:") and "," in text:  # a data: URL
-            text = text.split(",", 1)[1]
-        try:
-            decoded.append(base64.b64decode(text, validate=True))
-        except (binascii.Error, ValueError):
-            raise InvalidInput(f"images[{index}]: not valid base64") from None
-    return decoded
+    return [_base64(index, text) for index, text in enumerate(images)]
+
+
+def _base64(index: int, text: str) -> bytes:
+    """Standard base64, and its unambiguous variants: wrapped lines (GNU `base64` wraps at 76
+    columns), the URL-safe alphabet (RFC 4648 section 5) and missing padding; a data: URL's
+    payload. Anything else is refused saying what is wrong, and where."""
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    compact = text.translate(_WHITESPACE)
+    if "-" in compact or "_" in compact:
+        if "+" in compact or "/" in compact:
+            raise InvalidInput(f"images[{index}]: not valid base64: it mixes the standard (+/) and "
+                               "URL-safe (-_) alphabets")
+        compact = compact.translate(_URL_SAFE)
+    unpadded = compact.rstrip("=")
+    try:
+        return base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"images[{index}]: not valid base64: {_base64_problem(text, unpadded)}") from None
+
+
+def _base64_problem(text: str, unpadded: str) -> str:
+    """Why text that failed to decode is not base64 (the slow path, for refusals only)."""
+    stray = re.search(r"[^A-Za-z0-9+/=\-_ \t\r\n]", text)
+    if stray is not None:
+        return f"character {stray.group()!r} at position {stray.start()} is not in the base64 alphabet"
+    if "=" in unpadded:
+        return "'=' padding inside the text (it may only end it)"
+    if len(unpadded) % 4 == 1:
+        return f"{len(unpadded)} base64 characters cannot encode whole bytes (a character is missing or extra)"
+    return "it does not decode"
 
 
 def opened_images(encoded: Sequence[bytes]) -> list[Image.Image]:

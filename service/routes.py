@@ -25,8 +25,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from service.errors import answer_errors
 from service.decoding import image_rows
+from service.errors import answer_errors
 from service.preprocessing import ACCEPTED_FORMATS_TEXT, decode_base64
 from service.schemas import RECORD_MODELS, NumbersOnly, Predictions, records_field
 from service.specs import SPECS, ModelSpec

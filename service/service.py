@@ -106,7 +106,8 @@ ModelServing.add_asgi_middleware(  # type: ignore[attr-defined]
     api_routes=[route.path for route in ROUTES], models=list(SPECS),
 )
 ModelServing.add_asgi_middleware(  # type: ignore[attr-defined]
-    RequestGuard, max_body_bytes=MAX_BODY_BYTES, max_bytes_in_flight=MAX_BYTES_IN_FLIGHT, content_types={route.path: route.media_type for route in ROUTES},
+    RequestGuard, max_body_bytes=MAX_BODY_BYTES, max_bytes_in_flight=MAX_BYTES_IN_FLIGHT,
+    content_types={route.path: route.media_type for route in ROUTES},
 )
 
 

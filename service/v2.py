@@ -29,8 +29,8 @@ import numpy as np
 import pydantic_core
 from starlette.requests import ClientDisconnect, Request
 
-from service.errors import CLIENT_CLOSED_REQUEST, InvalidInput, ServiceError
 from service.decoding import image_rows
+from service.errors import CLIENT_CLOSED_REQUEST, InvalidInput, ServiceError
 from service.preprocessing import decode_base64
 from service.schemas import validated_records
 from service.specs import CategoricalFeature, ModelSpec

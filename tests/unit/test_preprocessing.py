@@ -1,6 +1,7 @@
 """Image and record preprocessing, shared by training and serving."""
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -188,3 +189,29 @@ def test_records_frame_is_the_frame_typed_frame_gives(settings):
     pd.testing.assert_frame_equal(records_frame(records, KOBE), expected)
     iris = [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]
     assert records_frame(iris, IRIS).dtypes.tolist() == [np.float64] * 4
+
+
+def test_base64_variants_that_are_unambiguous_are_read():
+    import base64
+
+    from service.preprocessing import decode_base64
+
+    data = bytes(range(256)) * 3
+    standard = base64.b64encode(data).decode()
+    wrapped = "\n".join(standard[i:i + 76] for i in range(0, len(standard), 76)) + "\n"  # GNU base64
+    url_safe_unpadded = base64.urlsafe_b64encode(data).decode().rstrip("=")
+    data_url = "data:image/png;base64," + standard
+    assert decode_base64([standard, wrapped, url_safe_unpadded, data_url]) == [data] * 4
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("***not base64***", "character '*' at position 0"),
+    ("AAAA=AAA", "'=' padding inside"),
+    ("AAAAA", "5 base64 characters cannot encode whole bytes"),
+    ("A-A+", "it mixes the standard (+/) and URL-safe (-_) alphabets"),
+])
+def test_base64_that_cannot_be_read_is_refused_with_a_reason(text, reason):
+    from service.preprocessing import decode_base64
+
+    with pytest.raises(InvalidInput, match=re.escape(f"images[0]: not valid base64: {reason}")):
+        decode_base64([text])
