@@ -64,6 +64,7 @@ def _response(status: str, message: str, extra: str = "") -> bytes:
 
 
 REQUEST_TIMEOUT = _response("408 Request Timeout", "request headers not received in time")
+NOT_HTTP = _response("400 Bad Request", "the request is not valid HTTP/1.1")
 TOO_MANY_CONNECTIONS = _response("503 Service Unavailable", "too many open connections", "retry-after: 1\r\n")
 
 
@@ -182,6 +183,13 @@ def guarded_protocol() -> type[asyncio.Protocol]:
             # Never inside a response: an earlier pipelined one, or the request's own (trailers).
             if not self._in_body and (self.cycle is None or self.cycle.response_complete):
                 self.transport.write(headers_too_large())
+            self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:
+            """What uvicorn answers bytes httptools cannot parse, in the one error body
+            (uvicorn's own is text/plain)."""
+            self._disarm_header_deadline()
+            self.transport.write(NOT_HTTP)
             self.transport.close()
 
         def _arm_header_deadline(self) -> None:

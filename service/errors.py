@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from service import logs
 
-CLIENT_CLOSED_REQUEST = 499
+CLIENT_CLOSED_REQUEST = logs.CLIENT_CLOSED_REQUEST
 """Status recorded (metrics, log) when the client hung up before its answer: the answer is
 never sent, and it is not a server error (nginx's convention)."""
 

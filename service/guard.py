@@ -20,6 +20,7 @@ import posixpath
 from collections.abc import Callable
 from typing import Any
 
+from service import logs
 from service.errors import CLIENT_CLOSED_REQUEST, error_body
 
 MAX_FILENAME_BYTES = 200
@@ -111,6 +112,9 @@ class RequestGuard:
                 if multipart.problem is not None:
                     cut_short = (400, multipart.problem, [])
             if cut_short is not None:
+                answer = logs.ANSWER_LOGGED.get()
+                if answer is not None:
+                    answer["refused"] = True
                 return {"type": "http.disconnect"}
             return {**message, "body": body}
 

@@ -26,9 +26,11 @@ REPEATS_LOGGED = 5
 REPEAT_WINDOW_S = 60.0
 MAX_LINE = 300
 
+CLIENT_CLOSED_REQUEST = 499  # service.errors.CLIENT_CLOSED_REQUEST (which imports this module)
 ANSWER_LOGGED: ContextVar[dict[str, bool] | None] = ContextVar("answer_logged", default=None)
-"""Set by JsonErrors for each request to a fresh dict; marked when BentoML's own record of
-the error was logged, so that the answer is not logged twice."""
+"""Set by JsonErrors for each request to a fresh dict: "logged" once BentoML's own record of
+the error was logged, so that the answer is not logged twice; "refused" once the request
+guard cut the body short (the app then sees a disconnect that is not the client's)."""
 
 
 class ClientErrorsInOneLine(logging.Filter):
@@ -42,7 +44,20 @@ class ClientErrorsInOneLine(logging.Filter):
             record.exc_info = record.exc_text = None
             answer = ANSWER_LOGGED.get()
             if answer is not None:
+                if status == CLIENT_CLOSED_REQUEST and answer.get("refused"):
+                    return False  # the guard cut the body short and answers (and logs) why
                 answer["logged"] = True
+        return True
+
+
+class UnparsableRequestsAsClientErrors(logging.Filter):
+    """uvicorn's WARNING "Invalid HTTP request received." is a client's error, answered 400:
+    one INFO line in the service's form (no route: the request line could not be read)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Invalid HTTP request received.":
+            record.msg, record.args = "%s", ("unparsable HTTP request answered 400: the request is not valid HTTP/1.1",)
+            record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
@@ -77,6 +92,10 @@ def install() -> None:
     if not any(isinstance(f, ClientErrorsInOneLine) for f in logger.filters):
         logger.addFilter(ClientErrorsInOneLine())
         logger.addFilter(RepeatsLimited())
+    uvicorn = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, UnparsableRequestsAsClientErrors) for f in uvicorn.filters):
+        uvicorn.addFilter(UnparsableRequestsAsClientErrors())
+        uvicorn.addFilter(RepeatsLimited())
     # The request guard checks multipart bodies and logs its answer; the parser's own
     # warning about the same body would be a second line, without the route.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
@@ -113,8 +132,6 @@ def client_error_status(error: BaseException | None) -> int | None:
     from bentoml.exceptions import BentoMLException
     from pydantic import ValidationError
     from starlette.requests import ClientDisconnect
-
-    from service.errors import CLIENT_CLOSED_REQUEST
 
     if isinstance(error, ValidationError):
         return 400

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import io
+import json
+import socket
 
 import pytest
 import requests
@@ -109,6 +112,17 @@ CASES = {
                                                                       "outputs": [{"name": "label"}] * 2}),
                                   400, ["twice"]),
     "V2 unknown model": ("/v2/models/no-such-model/infer", dict(json={"inputs": []}), 404, ["no-such-model"]),
+    "a gzip-compressed body": ("/iris", dict(data=gzip.compress(b"{}"), headers={
+        **JSON, "Content-Encoding": "gzip"}), 415, ["Content-Encoding 'gzip'"]),
+    "V2 as text/plain": ("/v2/models/iris/infer", dict(data=b"{}", headers={"Content-Type": "text/plain"}), 415,
+                         ["application/json"]),
+    "V2 empty outputs": ("/v2/models/iris/infer", dict(json={"inputs": [IRIS_TENSOR], "outputs": []}), 400,
+                         ["'outputs' is empty"]),
+    "multipart without its closing boundary": ("/malaria", dict(
+        data=b'--b\r\nContent-Disposition: form-data; name="images"; filename="a.png"\r\n\r\nxx\r\n',
+        headers={"Content-Type": "multipart/form-data; boundary=b"}), 400, ["closing boundary --b--"]),
+    "base64 mixing two alphabets": ("/malaria/base64", dict(json={"images": ["ab+c-d=="]}), 400,
+                                    ["images[0]", "mixes the standard"]),
     "too many images": ("/malaria/base64", dict(json={"images": ["AAAA"] * (MALARIA.max_records_per_call + 1)}),
                         400, ["images", "at most"]),
 }
@@ -198,3 +212,48 @@ def test_every_refusal_has_the_one_error_body(server):
             assert set(body) <= {"error", "detail"}, where
     assert answers[400][0].json()["detail"][0]["loc"], "schema errors locate the field"
     assert "DELETE" in answers[405][0].json()["error"]
+
+
+def raw_exchange(server, request: bytes) -> bytes:
+    """Send bytes as they are; what the server answers before it closes."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_what_is_not_http_gets_the_error_body(server):
+    answer = raw_exchange(server, b"HELLO \x01\x02 nonsense\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head
+    assert "not valid HTTP" in json.loads(body)["error"]
+
+
+def test_a_transfer_coding_other_than_chunked_is_501(server):
+    body = b'{"records": []}'
+    request = (b"POST /iris HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n"
+               + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+    answer = raw_exchange(server, request)
+    assert answer.startswith(b"HTTP/1.1 501") and b"Transfer-Encoding" in answer
+
+
+def test_a_multipart_preamble_is_skipped_as_rfc_2046_says(server, malaria_image_paths):
+    cell = malaria_image_paths["Parasitized"][0].read_bytes()
+    body = (b"This is a multi-part message in MIME format.\r\n--b\r\n"
+            b'Content-Disposition: form-data; name="images"; filename="cell.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + cell + b"\r\n--b--\r\n")
+    with_preamble = requests.post(f"{server.url}/malaria", data=body,
+                                  headers={"Content-Type": "multipart/form-data; boundary=b"})
+    plain = requests.post(f"{server.url}/malaria", files=[("images", ("cell.png", cell, "image/png"))])
+    assert with_preamble.status_code == 200, with_preamble.text
+    assert with_preamble.json() == plain.json()
+
+
+@pytest.mark.parametrize("path", ["/models", "/livez", "/readyz", "/docs.json", "/v2/models/iris", "/metrics"])
+def test_head_is_answered_wherever_get_is(server, path):
+    head, get = requests.head(server.url + path), requests.get(server.url + path)
+    assert head.status_code == get.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]

@@ -105,3 +105,28 @@ def test_hang_ups_and_client_errors_are_not_server_errors(server):
     assert len(re.findall(r"POST /iris answered 400: ", log)) == 2, log  # the broken JSON, the extra field
     assert re.search(r"POST /kobe answered 400: records: ", log), log
     assert "POST /iris answered 499" in log, log
+
+
+def test_every_client_error_is_one_escaped_line_with_its_route(server):
+    offset = len(server.log.read_text())
+    forged = "colour\x1b[2J\x07\n2026-01-01 [ERROR] forged"
+    refusals = [
+        ("/v2/models/iris/infer", dict(json={"inputs": [{"name": forged, "datatype": "FP32", "shape": [1],
+                                                          "data": [1.0]}]}), 400),
+        ("/malaria", dict(files=[("photo", ("a.png", b"x", "image/png"))]), 400),
+        ("/iris", dict(data=b"{}", headers={"Content-Type": "text/plain"}), 415),
+        ("/no/such/route", dict(json={}), 404),
+        ("/kobe", dict(json={"records": "none"}), 400),
+    ]
+    for path, request, status in refusals:
+        assert requests.post(server.url + path, **request).status_code == status
+    log = log_since(server, offset, "POST /kobe answered 400")
+    assert "\x1b" not in log and "\x07" not in log and "\n2026-01-01 [ERROR] forged" not in log, log
+    assert re.search(r"POST /v2/models/iris/infer answered 400: .*colour\\x1b\[2J\\x07\\n2026", log), log
+    assert "POST /malaria answered 400: unexpected multipart field 'photo'" in log, log
+    assert "POST /iris answered 415: /iris takes application/json" in log, log
+    assert "POST /no/such/route answered 404" in log, log
+    assert "Traceback" not in log and "WARNING" not in log, log
+    lines = log.splitlines()
+    assert all(re.match(r"\d{4}-\d\d-\d\dT.* \[INFO\] ", line) for line in lines), log  # none forged
+    assert len(lines) == len(refusals), log  # one line each, the guard's 400 not also a 499

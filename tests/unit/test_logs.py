@@ -69,3 +69,11 @@ def test_faults_are_never_cut(caplog):
     limited = logs.RepeatsLimited()
     records = [logging.LogRecord("x", logging.ERROR, __file__, 1, "fault", None, None) for _ in range(20)]
     assert all(limited.filter(record) for record in records)
+
+
+def test_an_unparsable_request_is_an_info_line_not_a_warning(caplog):
+    logs.install()
+    caplog.set_level(logging.INFO)
+    logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+    (record,) = caplog.records
+    assert record.levelno == logging.INFO and "answered 400" in record.getMessage()
