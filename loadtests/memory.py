@@ -27,7 +27,7 @@ import numpy as np
 import requests
 from PIL import Image
 
-from loadtests.server import Server, descendants
+from loadtests.server import PROJECT, Server, descendants
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -89,13 +89,14 @@ def main() -> None:
     parser.add_argument("--concurrency", default="16,32")
     parser.add_argument("--bursts", type=int, default=3)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--project", type=Path, default=PROJECT, help="the checkout to serve (A/B)")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     bodies = {"upload": picture("upload")}
     bodies["base64"] = json.dumps({"images": [base64.b64encode(picture("base64")).decode()]}).encode()
     for form, body in bodies.items():
         print(f"{form}: {len(body) / 2**20:.1f} MiB per request", file=sys.stderr)
-    server = Server()
+    server = Server(project=args.project)
     rows = []
     try:
         server.wait("/readyz")

@@ -29,6 +29,7 @@ from service.guard import RequestGuard
 from service.instruments import Instruments
 from service.loading import ServedModels, add_model_refs
 from service.openapi import ContractDocument
+from service.preprocessing import quiet_image_warnings
 from service.routes import ROUTES, add_typed_routes, endpoints
 from service.runtime import ServedModel
 from service.schemas import FeatureInfo, ImageInfo, ModelInfo, ModelsResponse, Prediction, Predictions
@@ -75,6 +76,7 @@ class ModelServing:
 
     def __init__(self) -> None:
         logs.install()
+        quiet_image_warnings()
         self.instruments = Instruments()
         self.instruments.gc_pauses.start()
         self.models = ServedModels(self, self.instruments)
