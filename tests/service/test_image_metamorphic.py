@@ -10,6 +10,7 @@ plain picture's answer is not a near tie.
 from __future__ import annotations
 
 import base64
+import io
 
 import numpy as np
 import pytest
@@ -126,3 +127,56 @@ def test_models_lists_what_transparency_becomes(server):
     images = {m["name"]: m["image"] for m in requests.get(f"{server.url}/models").json()["models"] if m["image"]}
     assert images["malaria"]["transparent_becomes"] == MALARIA.image.transparent_becomes == "black"
     assert images["digits"]["transparent_becomes"] == "contrast"
+
+
+# --- colour-managed files: the picture a colour-managed viewer shows gets the same answer ---
+
+def linear_grey_icc(picture: Image.Image) -> bytes:
+    """The grey picture stored as linear light with a "Gray Gamma 1.0" profile embedded."""
+    from service.colour import grey_profile
+
+    linear = (np.asarray(picture.convert("L"), np.float64) / 255.0)
+    linear = np.where(linear <= 0.04045, linear / 12.92, ((linear + 0.055) / 1.055) ** 2.4)  # sRGB decode
+    return encode(Image.fromarray(np.rint(linear * 255).astype(np.uint8)), icc_profile=grey_profile(1.0))
+
+
+def linear_by_gama(picture: Image.Image) -> bytes:
+    """The same linear levels declared by a PNG gAMA of 1.0 instead of a profile."""
+    from PIL import PngImagePlugin
+
+    stored = Image.open(io.BytesIO(linear_grey_icc(picture)))
+    info = PngImagePlugin.PngInfo()
+    info.add(b"gAMA", (100000).to_bytes(4, "big"))
+    return encode(Image.fromarray(np.asarray(stored)), pnginfo=info)
+
+
+def adobe_rgb_icc(picture: Image.Image) -> bytes:
+    """The picture converted into Adobe RGB (1998), its profile embedded."""
+    from PIL import ImageCms
+
+    from service.colour import rgb_profile
+
+    profile = rgb_profile(563 / 256, (0.3127, 0.3290, 0.64, 0.33, 0.21, 0.71, 0.15, 0.06), "Adobe RGB (1998)")
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    stored = ImageCms.profileToProfile(picture.convert("RGB"), srgb, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                       renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")
+    stored.info.clear()
+    return encode(stored, icc_profile=profile)
+
+
+COLOUR_MANAGED = {"linear grey ICC": linear_grey_icc, "PNG gAMA 1.0": linear_by_gama, "Adobe RGB ICC": adobe_rgb_icc}
+COLOUR_PROBABILITY_TOLERANCE = 0.1
+"""8-bit linear light keeps few dark levels (sRGB 0-12 become 0 or 1): up to 6 levels off
+in the darkest pixels after conversion, so the lossy tolerance, not the lossless one."""
+
+
+@pytest.mark.parametrize("route", ["malaria", "digits"])
+@pytest.mark.parametrize("declared", list(COLOUR_MANAGED))
+def test_a_colour_managed_file_gets_the_answer_of_the_picture_it_shows(server, pictures, reference, route,
+                                                                       declared):
+    """Read without colour management, linear grey flipped 134 of 400 cells (issue 21)."""
+    probabilities = served(server, route, [COLOUR_MANAGED[declared](p) for p in pictures[route]])
+    np.testing.assert_allclose(probabilities, reference[route], atol=COLOUR_PROBABILITY_TOLERANCE)
+    top_two = np.sort(reference[route], axis=1)[:, -2:]
+    clear = top_two[:, 1] - top_two[:, 0] >= NEAR_TIE
+    np.testing.assert_array_equal(probabilities.argmax(axis=1)[clear], reference[route].argmax(axis=1)[clear])
