@@ -262,3 +262,25 @@ def test_damaged_files_only_ever_raise_invalid_input(cells):
             image_to_array(decode_image(bytes(data)), MALARIA.image)
         except InvalidInput:
             pass
+
+
+MALFORMED_EXIF = {
+    "an entry whose count runs past the end": b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03"
+                                              b"\xff\xff\xff\xff",
+    "a first directory outside the block": b"Exif\x00\x00II\x2a\x00\xff\xff\x00\x00",
+    "no TIFF header at all": b"Exif\x00\x00garbage, not a TIFF header",
+}
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("case", list(MALFORMED_EXIF))
+def test_malformed_exif_is_ignored_alike_in_every_format(fmt, case):
+    """As browsers do: the picture is read as stored (issue 21 found a JPEG read and the same
+    EXIF in PNG/WebP refused as "corrupt", with Pillow internals in the message)."""
+    if fmt == "TIFF" and case == "no TIFF header at all":
+        pytest.skip("a TIFF's EXIF is its own tags: Pillow cannot write one without a TIFF header")
+    picture = Image.linear_gradient("L").resize((40, 40))
+    options = {"quality": 95} if fmt == "JPEG" else {"lossless": True} if fmt == "WEBP" else {}
+    plain = decode_image(encode(picture, fmt, **options))
+    tagged = decode_image(encode(picture, fmt, exif=MALFORMED_EXIF[case], **options))
+    np.testing.assert_array_equal(np.asarray(tagged.convert("L")), np.asarray(plain.convert("L")))
