@@ -26,8 +26,7 @@ class Server:
     """`bentoml serve` of the project on a free port of 127.0.0.1; stop() ends it.
 
     own_home: run with this BENTOML_HOME, whose models/ links to the store in the
-    environment's. `bentoml serve` empties BENTOML_HOME/prometheus_multiproc_dir at start,
-    which would wipe the metrics of another server running on the same home.
+    environment's (each test server's files apart from the others').
     """
 
     def __init__(self, env: dict[str, str] | None = None, log: Path | None = None,

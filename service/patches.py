@@ -9,8 +9,11 @@ uvicorn's connection limits (service/connections.py) follow the same rule.
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from service.errors import error_response
@@ -42,6 +45,7 @@ def apply() -> None:
     check_versions()
     fix_bentoml_timeout_timers()
     label_metrics_by_route()
+    own_metrics_folder()
     guard_connections()
 
 
@@ -169,3 +173,51 @@ def fix_bentoml_timeout_timers() -> None:
 
     call.__wrapped__ = original  # type: ignore[attr-defined]
     traffic.TimeoutMiddleware.__call__ = call  # type: ignore[method-assign]
+
+
+def own_metrics_folder() -> None:
+    """Give each `bentoml serve` its own Prometheus folder: BENTOML_HOME/prometheus_multiproc_dir/PID.
+
+    BentoML 1.4.39's serve_http empties $BENTOML_HOME/prometheus_multiproc_dir as it starts
+    (`bentoml.serving.ensure_prometheus_dir`), so a second server on the same home wiped
+    the metrics of the one already running, and both then wrote to the same files. Here
+    the serving process (the arbiter; the CLI imports the service before serve_http) gets
+    a folder named after its pid, and the folders of servers no longer running are removed
+    when the next one starts. The workers find the folder in PROMETHEUS_MULTIPROC_DIR, as
+    before.
+    """
+    from bentoml import serving
+
+    if getattr(serving.ensure_prometheus_dir, "one_folder_per_server", False):
+        return
+    original = serving.ensure_prometheus_dir
+
+    @functools.wraps(original)
+    def ensure(directory: str | None = None, clean: bool = True, use_alternative: bool = True) -> str:
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        base = Path(directory or BentoMLContainer.prometheus_multiproc_dir.get())
+        remove_folders_of_stopped_servers(base)
+        return original(str(base / str(os.getpid())), clean, use_alternative)
+
+    ensure.one_folder_per_server = True  # type: ignore[attr-defined]
+    serving.ensure_prometheus_dir = ensure
+
+
+def remove_folders_of_stopped_servers(base: Path) -> None:
+    """Remove BASE/PID folders whose process is gone (files of BentoML's own layout are left)."""
+    if not base.is_dir():
+        return
+    for folder in base.iterdir():
+        if folder.is_dir() and folder.name.isdigit() and not _running(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import os
+from pathlib import Path
 
 import pytest
 from _bentoml_impl.server.mount import PassiveMount
@@ -111,3 +113,20 @@ def test_a_timed_out_request_still_gets_504():
 
     asyncio.run(TimeoutMiddleware(slow, timeout=0.05)({"type": "http"}, None, send))
     assert sent[0]["status"] == 504
+
+
+def test_each_server_gets_its_own_metrics_folder_and_stopped_ones_are_removed(tmp_path):
+    """Without the fix, ensure_prometheus_dir empties the whole folder: a running server's
+    metrics (here the folder of this test's parent process) would be wiped."""
+    from bentoml import serving
+
+    patches.apply()
+    base = tmp_path / "prometheus_multiproc_dir"
+    running, stopped = base / str(os.getppid()), base / "999999999"
+    for folder in (running, stopped):
+        folder.mkdir(parents=True)
+        (folder / "counter_1.db").write_bytes(b"metrics")
+    mine = serving.ensure_prometheus_dir(str(base))
+    assert Path(mine) == base / str(os.getpid()) and Path(mine).is_dir()
+    assert (running / "counter_1.db").read_bytes() == b"metrics", "a running server's metrics are kept"
+    assert not stopped.exists(), "a stopped server's folder is removed"
