@@ -96,9 +96,60 @@ def install() -> None:
     if not any(isinstance(f, UnparsableRequestsAsClientErrors) for f in uvicorn.filters):
         uvicorn.addFilter(UnparsableRequestsAsClientErrors())
         uvicorn.addFilter(RepeatsLimited())
+    capture_libtiff()
     # The request guard checks multipart bodies and logs its answer; the parser's own
     # warning about the same body would be a second line, without the route.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
+
+
+def capture_libtiff() -> None:
+    """libtiff's warnings and errors (and libjpeg's inside a TIFF) as INFO lines of the log,
+    escaped and rate-limited, instead of bare lines on stderr.
+
+    libtiff prints "JPEGLib: Bogus Huffman table definition" and the like to stderr for a
+    damaged TIFF; the file is refused with a 400 all the same. Pillow bundles libtiff and
+    exposes no hook, so its handlers are replaced through ctypes (TIFFSetWarningHandler,
+    TIFFSetErrorHandler). The message is formatted with vsnprintf where va_list is a
+    pointer (x86-64 Linux); elsewhere its format string is logged as it is. No-op when the
+    library is not found.
+    """
+    global _LIBTIFF_HANDLER
+    if _LIBTIFF_HANDLER is not None:
+        return
+    import ctypes
+    import glob
+    import platform
+    from pathlib import Path
+
+    import PIL
+    import PIL._imaging  # noqa: F401  (loads the bundled libtiff)
+
+    found = glob.glob(str(Path(PIL.__file__).parent.parent / "pillow.libs" / "libtiff-*.so*"))
+    if not found:
+        return
+    libtiff = ctypes.CDLL(found[0])
+    formats = platform.system() == "Linux" and platform.machine() == "x86_64"
+    libc = ctypes.CDLL(None)
+    libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+    handler_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
+
+    def handler(module: bytes | None, text: bytes | None, arguments: int | None) -> None:
+        message = text or b""
+        if formats and text:
+            buffer = ctypes.create_string_buffer(MAX_LINE + 1)
+            libc.vsnprintf(buffer, len(buffer), text, arguments)
+            message = buffer.value
+        logging.getLogger(BENTOML_API_LOGGER).info(
+            "libtiff %s: %s", escaped((module or b"").decode("utf-8", "replace"), 80),
+            escaped(message.decode("utf-8", "replace"), MAX_LINE))
+
+    _LIBTIFF_HANDLER = handler_type(handler)  # kept: libtiff calls it for the life of the process
+    for setter in (libtiff.TIFFSetWarningHandler, libtiff.TIFFSetErrorHandler):
+        setter.argtypes, setter.restype = [handler_type], ctypes.c_void_p
+        setter(_LIBTIFF_HANDLER)
+
+
+_LIBTIFF_HANDLER = None
 
 
 def log_answer(method: str, path: str, status: int, message: str) -> None:

@@ -77,3 +77,32 @@ def test_an_unparsable_request_is_an_info_line_not_a_warning(caplog):
     logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
     (record,) = caplog.records
     assert record.levelno == logging.INFO and "answered 400" in record.getMessage()
+
+
+def test_libtiff_messages_are_log_lines_not_bare_stderr(caplog, capfd):
+    """A damaged JPEG-in-TIFF made libtiff print "JPEGLib: ..." straight to stderr."""
+    import io
+    import random
+
+    from PIL import Image
+
+    from service.errors import InvalidInput
+    from service.preprocessing import decode_image
+
+    logs.install()
+    caplog.set_level(logging.INFO)
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").resize((64, 64)).convert("RGB").save(buffer, "TIFF", compression="jpeg")
+    rng = random.Random(3)
+    for _ in range(60):
+        damaged = bytearray(buffer.getvalue())
+        for _ in range(3):
+            damaged[rng.randrange(8, len(damaged))] = rng.randrange(256)
+        try:
+            decode_image(bytes(damaged))
+        except InvalidInput:
+            pass
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("libtiff ")]
+    assert any("JPEGLib: " in line or "JPEG" in line for line in lines), lines
+    assert all(line.isprintable() for line in lines)
+    assert "JPEGLib" not in capfd.readouterr().err
