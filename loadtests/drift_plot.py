@@ -2,7 +2,7 @@
 
     python -m loadtests.drift_plot kobe --out drift-kobe.png
     # replay rows first, e.g. random 3-point shots of the prod file into a fresh server:
-    python -m loadtests.drift_plot kobe --replay $DATA_DIR/kobe/dataset_kobe_prod.parquet --out docs/drift-kobe.png
+    python -m loadtests.drift_plot kobe --replay $DATA_DIR/kobe/dataset_kobe_prod.parquet --out drift-kobe.png
 
 Needs matplotlib (the `train` extra). Plots the flagged features (and the predictions when
 they drifted); when nothing drifted, the features with the largest statistics.

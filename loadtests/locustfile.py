@@ -68,6 +68,23 @@ def digit_images() -> list[tuple[list[float], bytes]]:
     return result
 
 
+def missing_data() -> list[str]:
+    """The files under DATA_DIR the users send that are not there."""
+    kobe = DATA_DIR / "kobe" / "dataset_kobe_prod.parquet"
+    cells = [DATA_DIR / "malaria" / "cell_images" / c for c in ("Parasitized", "Uninfected")]
+    return [str(kobe)] * (not kobe.is_file()) + [f"{c}/*.png" for c in cells if not any(c.glob("*.png"))]
+
+
+@events.init.add_listener
+def require_data(environment, **_kwargs) -> None:
+    """Stop at once, non-zero, when the payloads cannot be read (without this, the users
+    raised FileNotFoundError in every task and the run reported 0 failures)."""
+    missing = missing_data()
+    if missing:
+        raise SystemExit(f"DATA_DIR={DATA_DIR} lacks {', '.join(missing)}: set DATA_DIR to the folder "
+                         "holding kobe/ and malaria/ (e.g. DATA_DIR=../shared/data)")
+
+
 IRIS = [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
         {"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3},
         {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 4.2, "petal_width": 1.5}]

@@ -35,3 +35,16 @@ def test_smoke_load_has_no_errors(server, settings, tmp_path):
     for endpoint in ("/iris", "/kobe", "/malaria", "/digits/pixels", "/models", "/v2/models/iris/infer"):
         assert int(rows[endpoint]["Request Count"]) > 0, endpoint
     assert (tmp_path / "report.html").stat().st_size > 10_000
+
+
+def test_a_run_without_its_data_stops_at_once_and_says_why(tmp_path):
+    """It used to report 0 failures while every kobe and malaria task raised FileNotFoundError."""
+    locust = Path(sys.executable).with_name("locust")
+    done = subprocess.run(
+        [str(locust), "-f", "loadtests/locustfile.py", "--headless", "--host", "http://127.0.0.1:9",
+         "--users", "1", "--run-time", "5s", "--only-summary"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=60, env={**os.environ, "DATA_DIR": str(tmp_path)},
+    )
+    assert done.returncode != 0
+    assert f"DATA_DIR={tmp_path} lacks" in done.stderr + done.stdout
+    assert "set DATA_DIR to the folder holding kobe/ and malaria/" in done.stderr + done.stdout
