@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# `make run` serves this machine only; SERVE_HOST=0.0.0.0 serves other machines too.
+SERVE_HOST ?= 127.0.0.1
 export BENTOML_DO_NOT_TRACK ?= True
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -24,8 +26,8 @@ install: $(VENV)/.installed ## create .venv with the pinned stack (about 2.3 GB)
 train: install ## train the models missing from the BentoML store (DATA_DIR: data folder)
 	$(PY) -m training all --only-missing
 
-run: train ## the main job: train what is missing, then serve on :3000
-	$(VENV)/bin/bentoml serve
+run: train ## the main job: train what is missing, then serve on 127.0.0.1:3000
+	$(VENV)/bin/bentoml serve --host $(SERVE_HOST)
 
 test: install ## run every test, slow ones included (DATA_DIR must hold the real data)
 	$(PY) -m pytest

@@ -33,3 +33,14 @@ def test_the_offline_bentofile_snippet_runs_as_written(tmp_path):
     original = yaml.safe_load((PROJECT / "bentofile.yaml").read_text())
     assert written["docker"]["base_image"] == "local/python-base:bookworm"
     assert {k: v for k, v in written.items() if k != "docker"} == {k: v for k, v in original.items() if k != "docker"}
+
+
+def test_make_run_serves_this_machine_only_unless_told():
+    import subprocess
+
+    def serve_line(*args: str) -> str:
+        printed = subprocess.run(["make", "-n", "run", *args], cwd=PROJECT, capture_output=True, text=True).stdout
+        return [line for line in printed.splitlines() if "bentoml serve" in line][-1]
+
+    assert serve_line().endswith("bentoml serve --host 127.0.0.1")
+    assert serve_line("SERVE_HOST=0.0.0.0").endswith("bentoml serve --host 0.0.0.0")
