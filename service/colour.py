@@ -89,7 +89,10 @@ _BRADFORD: Final = np.array([[0.8951, 0.2664, -0.1614], [-0.7502, 1.7135, 0.0367
 _COLOUR_INFO: Final = ("icc_profile", "srgb", "gamma", "chromaticity", "transparency")
 _GREY_MODES: Final = frozenset({"1", "L", "LA", "La", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _RGB_MODES: Final = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "YCbCr"})
-_FULL_SCALE: Final = {"I": 65535.0, "F": 1.0}  # others: 16-bit, full at 65535
+HIGH_DEPTH_FULL_SCALE: Final = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0,
+                                 "I": 65535.0, "F": 1.0}
+"""Modes whose samples exceed 8 bits, with the value that means full intensity in each
+(service.preprocessing reads them with the same scale)."""
 _SAME: Final = object()  # a plan: return the picture as it is
 _PLANS: dict[tuple[bytes, str], Any] = {}
 """(profile digest, colour mode) -> an ImageCms transform, a grey table (list: 8-bit, array: 16-bit),
@@ -129,7 +132,7 @@ def _convert(image: Image.Image, profile: bytes) -> Image.Image:
     family = b"GRAY" if mode in _GREY_MODES else b"RGB " if mode in _RGB_MODES else mode.encode()
     if family != space:
         return image  # a profile of another colour space: ignored, as libpng and browsers do
-    high_depth = mode in _FULL_SCALE or mode.startswith("I;16")
+    high_depth = mode in HIGH_DEPTH_FULL_SCALE
     plan = _plan(profile, "I;16" if high_depth else {b"GRAY": "L", b"RGB ": "RGB"}.get(family, mode))
     if plan is _SAME:
         return image
@@ -180,15 +183,23 @@ def _split(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
 
 def _sixteen_bit(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     """High-depth grey as I;16 (value * 65535 / full scale) and the alpha of a tRNS key."""
+    values, full, opaque = high_depth_levels(image)
+    alpha = Image.fromarray(opaque.astype(np.uint8) * 255) if opaque is not None else None
+    scaled = values if full == 65535.0 else np.rint(values.astype(np.float64) * (65535.0 / full))
+    return Image.fromarray(scaled.astype("<u2")), alpha
+
+
+def high_depth_levels(image: Image.Image) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """(levels, full scale, opaque mask) of a high-depth grey picture; the mask (None without
+    one) is False where a PNG's colour key makes a level transparent. Levels outside
+    0..full are refused, never clipped."""
     values = np.asarray(image)
-    full = _FULL_SCALE.get(image.mode, 65535.0)
+    full = HIGH_DEPTH_FULL_SCALE[image.mode]
     low, high = float(values.min()), float(values.max())
     if not (0 <= low and high <= full):  # NaN fails too
         raise InvalidInput(f"{image.mode} image values must lie in 0..{full:g}; found {low:g}..{high:g}")
     key = image.info.get("transparency")
-    alpha = Image.fromarray((values != key).astype(np.uint8) * 255) if isinstance(key, int) else None
-    scaled = values if full == 65535.0 else np.rint(values.astype(np.float64) * (65535.0 / full))
-    return Image.fromarray(scaled.astype("<u2")), alpha
+    return values, full, (values != key if isinstance(key, int) else None)
 
 
 def _plan(profile: bytes, mode: str) -> Any:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageChops, ImageOps, ImageStat, UnidentifiedImageError
 
-from service.colour import to_srgb
+from service.colour import HIGH_DEPTH_FULL_SCALE, high_depth_levels, to_srgb
 from service.errors import InvalidInput
 from service.specs import KOBE, CategoricalFeature, ImageInput, ModelSpec, NumericFeature
 
@@ -41,9 +41,6 @@ ACCEPTED_IMAGE_FORMATS = ("PNG", "JPEG", "WebP", "BMP", "TIFF", "GIF")
 fewer parsers exposed to uploads, and one clear list to name when a file is refused."""
 ACCEPTED_FORMATS_TEXT = ", ".join(ACCEPTED_IMAGE_FORMATS[:-1]) + f" or {ACCEPTED_IMAGE_FORMATS[-1]}"
 _PILLOW_FORMATS = [f.upper() for f in ACCEPTED_IMAGE_FORMATS]
-# Modes whose samples exceed 8 bits, with the value that means full intensity in each.
-_HIGH_DEPTH_FULL_SCALE = {"I;16": 65535.0, "I;16L": 65535.0, "I;16B": 65535.0, "I;16N": 65535.0,
-                          "I": 65535.0, "F": 1.0}
 
 
 MAX_ASPECT_RATIO = 16
@@ -153,15 +150,10 @@ def _eight_bit(image: Image.Image) -> Image.Image:
 
     Pillow's own conversion clips them, which turns a 16-bit picture almost white.
     """
-    full = _HIGH_DEPTH_FULL_SCALE.get(image.mode)
-    if full is None:
+    if image.mode not in HIGH_DEPTH_FULL_SCALE:
         return image
-    values = np.array(image, dtype=np.float32)  # a copy, scaled in place: 64 MB for 4096x4096
-    low, high = float(values.min()), float(values.max())
-    if not (0 <= low and high <= full):  # NaN fails too
-        raise InvalidInput(f"{image.mode} image values must lie in 0..{full:g}; found {low:g}..{high:g}")
-    key = image.info.get("transparency")  # a 16-bit PNG's colour key: that level is transparent
-    opaque = values != key if isinstance(key, int) else None
+    levels, full, opaque = high_depth_levels(image)
+    values = levels.astype(np.float32)  # a copy, scaled in place: 64 MB for 4096x4096
     np.multiply(values, np.float32(255.0 / full), out=values)
     scaled = Image.fromarray(np.rint(values, out=values).astype(np.uint8), mode="L")
     if opaque is not None:

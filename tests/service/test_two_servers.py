@@ -4,7 +4,6 @@ started, wiping the first one's counts."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -39,4 +38,3 @@ def test_a_second_server_on_the_same_home_leaves_the_first_ones_metrics(quick_mo
         for server in (second, first):
             if server is not None:
                 server.stop()
-    assert os.path.isdir(home / "prometheus_multiproc_dir")
