@@ -52,8 +52,9 @@ def runtimes(name: str) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
 
     from service import arrays
     from service.specs import ARRAYS_MODEL_FILE
+    from service.versions import served_tag
 
-    stored = bentoml.models.get(f"{name}:latest")
+    stored = bentoml.models.get(served_tag(name))
     model = bentoml.sklearn.load_model(stored)
     if name == "kobe":
         model = model[-1]  # the trees, after the matrix step

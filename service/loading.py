@@ -21,16 +21,12 @@ from service.errors import NotFound, NotReady
 from service.instruments import Instruments
 from service.runtime import cpu_count, load, warm_up
 from service.specs import SPECS
+from service.versions import NoServableModel, served_tag
 
 logger = logging.getLogger("bentoml.service.model_serving")
 
 ADAPTIVE_BATCHING = os.environ.get("ADAPTIVE_BATCHING", "on").lower() not in ("off", "0", "false")
 """ADAPTIVE_BATCHING=off serves every request with its own model call (for comparisons)."""
-
-
-def model_tag(name: str) -> str:
-    """NAME_MODEL_VERSION picks the served version of each model (default: latest)."""
-    return f"{name}:{os.environ.get(f'{name.upper()}_MODEL_VERSION', 'latest')}"
 
 
 def ref_attribute(name: str) -> str:
@@ -39,11 +35,19 @@ def ref_attribute(name: str) -> str:
 
 def add_model_refs(service_class: type) -> None:
     """One `bentoml.models.BentoModel` per spec at class scope (`iris_model`, ...): so
-    `bentoml build` packages exactly the served versions, and the worker finds them."""
+    `bentoml build` packages exactly the served versions (service/versions.py says which),
+    and the worker finds them. NoServableModel stops `bentoml serve` and `bentoml build`
+    at start, saying what to train or pin."""
     import bentoml
 
+    unservable = []
     for name in SPECS:
-        setattr(service_class, ref_attribute(name), bentoml.models.BentoModel(model_tag(name)))
+        try:
+            setattr(service_class, ref_attribute(name), bentoml.models.BentoModel(served_tag(name)))
+        except NoServableModel as exc:
+            unservable.append(str(exc))
+    if unservable:
+        raise NoServableModel("; ".join(unservable))
 
 
 class ServedModels:

@@ -10,7 +10,16 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    create_model,
+)
 from pydantic_core import PydanticCustomError
 
 from service.errors import InvalidInput
@@ -37,9 +46,37 @@ def _numbers_only(value: Any) -> Any:
 NumbersOnly = BeforeValidator(_numbers_only)
 
 
+SHOWN_CATEGORIES = 3
+"""How many allowed values an unknown category's error names (GET /models lists them all)."""
+
+
+def category_error(categories: tuple[str, ...]) -> str:
+    """Short, whatever the number of categories: pydantic's own lists every one (kobe's
+    action_type: 1.3 KB; a row with several unseen values: 5 KB)."""
+    shown = ", ".join(repr(c) for c in categories[:SHOWN_CATEGORIES])
+    if len(categories) <= SHOWN_CATEGORIES:
+        return f"Input should be one of {shown}"
+    return f"Input should be one of {len(categories)} values, e.g. {shown} (GET /models lists them)"
+
+
+def _short_category_errors(categories: tuple[str, ...]) -> WrapValidator:
+    message = category_error(categories)
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            if any(e["type"] == "literal_error" for e in exc.errors()):
+                raise PydanticCustomError("literal_error", message) from None
+            raise
+
+    return WrapValidator(check)
+
+
 def _field_type(feature: NumericFeature | CategoricalFeature) -> Any:
     if isinstance(feature, CategoricalFeature):
-        return Annotated[Literal[feature.categories], Field(description=feature.description or None)]
+        return Annotated[Literal[feature.categories], Field(description=feature.description or None),
+                         _short_category_errors(feature.categories)]
     number = int if feature.integer else float
     return Annotated[number, Field(ge=feature.minimum, le=feature.maximum, allow_inf_nan=False,
                                    description=feature.description or None), NumbersOnly]

@@ -130,6 +130,9 @@ class ModelSpec:
     extra_fields: Literal["forbid", "ignore"] = "forbid"
     """What a record's unknown fields get: "forbid" refuses them (a typo must not pass
     silently); "ignore" drops them (kobe takes raw Kaggle rows with their ids)."""
+    id_column: str | None = None
+    """A column of batch-scoring files that names each row (kobe: `shot_id`), carried to
+    the predictions and errors files; not a feature. Images are named by their path."""
     preprocessing_version: int = 1
     """Raise it when the saved model's input step changes: stored models then fail the
     fingerprint check (the service refuses them, `--only-missing` retrains them)."""
@@ -151,6 +154,8 @@ class ModelSpec:
         names = self.feature_names
         if len(set(names)) != len(names):
             problems.append("feature names must be distinct")
+        if self.id_column is not None and (self.task != "tabular" or self.id_column in names):
+            problems.append("id_column names a column of a tabular model's files that is not a feature")
         if {"input", "image", "pixels"} & set(names):
             problems.append("'input', 'image' and 'pixels' name V2 tensors: not feature names")
         if self.task == "tabular" and (not self.features or self.image is not None):
@@ -270,6 +275,7 @@ KOBE = ModelSpec(
         "the moment of the shot (Kaggle 'Kobe Bryant Shot Selection' columns)."
     ),
     class_names=("missed", "made"),
+    id_column="shot_id",
     preprocessing_version=2,  # 2: kobe_model_matrix replaced a ColumnTransformer
     features=(
         CategoricalFeature("action_type", (

@@ -52,13 +52,18 @@ def settings():
 
 @pytest.fixture(scope="session")
 def quick_models(settings):
-    """Every model trained once on a small real subset and saved to the session's store."""
+    """Every model trained once on a small real subset and saved to the session's store.
+
+    Quick models are served and built only when pinned by their exact version
+    (service/versions.py): the session pins them, as a user serving a smoke run would."""
     from service.specs import SPECS
     from training.pipeline import train_model
 
     results = {name: train_model(name, settings, quick=True) for name in SPECS}
     failed = {name: r.gate_failures for name, r in results.items() if not r.passed}
     assert not failed, f"quick models failed their lenient gates: {failed}"
+    for name, result in results.items():
+        os.environ[f"{name.upper()}_MODEL_VERSION"] = result.tag.split(":", 1)[1]
     return results
 
 

@@ -18,21 +18,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="train on a small subset with a lenient gate (tests, smoke runs)")
     parser.add_argument("--only-missing", action="store_true",
-                        help="skip models whose latest stored version the service can serve "
-                             "(trained under the current spec)")
+                        help="skip models whose served version is stored and trained under the "
+                             "current spec (quick models count only with --quick)")
     parser.add_argument("--seed", type=int, default=42)
     return parser.parse_args(argv)
 
 
-def in_store(name: str) -> bool:
-    """A servable version is stored: one trained under the spec's current fingerprint."""
-    import bentoml
+def in_store(name: str, quick: bool = False) -> bool:
+    """What the service would serve is stored and trained under the spec's current
+    fingerprint. Only full models count (a smoke run never makes a full one "present");
+    for a --quick run, a quick one counts too."""
+    from service import versions
 
-    try:
-        stored = bentoml.models.get(f"{name}:latest")
-    except bentoml.exceptions.NotFound:
-        return False
-    return stored.info.metadata.get("spec_fingerprint") == SPECS[name].fingerprint()
+    newest = versions.full_versions(name)[:1] + (versions.quick_versions(name)[:1] if quick else [])
+    return any(model.info.metadata.get("spec_fingerprint") == SPECS[name].fingerprint() for model in newest)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env(args.data_dir, seed=args.seed)
     names = list(SPECS) if args.model == "all" else [args.model]
     if args.only_missing:
-        names = [name for name in names if not in_store(name)]
+        names = [name for name in names if not in_store(name, args.quick)]
         if not names:
             print("every model is already in the BentoML store; nothing to train", file=sys.stderr)
             return 0

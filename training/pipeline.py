@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from service import versions
 from service.drift import Profile
 from service.specs import Gate
 from training import evaluation, tracking
@@ -97,13 +98,15 @@ def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate |
         mlflow.set_tag("gate", "passed" if passed else "failed")
         if failures:
             mlflow.log_text("\n".join(failures), "gate_failures.txt")
-        trainer.log_to_mlflow(fitted.model, registered_name=name if passed else None)
+        # A quick model is a smoke run: tracked, never a candidate in the registry.
+        trainer.log_to_mlflow(fitted.model, registered_name=name if passed and not quick else None)
 
         tag = None
         if passed:
             metadata = _bento_metadata(trainer, run.info.run_id, settings, data, metrics, extra, quick)
             labels = {"task": spec.task, "quick": str(quick).lower(), "gate": "passed"}
-            tag = str(trainer.save_to_bentoml(fitted.model, labels, metadata | export.metadata, export).tag)
+            stored_as = f"{name}:{versions.quick_version()}" if quick else name
+            tag = str(trainer.save_to_bentoml(fitted.model, stored_as, labels, metadata | export.metadata, export).tag)
             mlflow.set_tag("bentoml_tag", tag)
 
     seconds = time.perf_counter() - started

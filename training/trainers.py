@@ -85,8 +85,9 @@ class Trainer(ABC):
         return Export()
 
     @abstractmethod
-    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any], export: Export) -> Any:
-        """Save into the BentoML store; returns the bentoml.Model."""
+    def save_to_bentoml(self, model: Any, tag: str, labels: dict[str, str], metadata: dict[str, Any],
+                        export: Export) -> Any:
+        """Save into the BentoML store as `tag` (a name, or name:version); returns the bentoml.Model."""
 
     @abstractmethod
     def log_to_mlflow(self, model: Any, registered_name: str | None) -> None: ...
@@ -131,14 +132,15 @@ class SklearnTrainer(Trainer):
         return Export(files={ARRAYS_MODEL_FILE: conversion.content}, metadata={"arrays": conversion.metadata},
                       metrics=conversion.metrics, failures=conversion.failures)
 
-    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any], export: Export) -> Any:
+    def save_to_bentoml(self, model: Any, tag: str, labels: dict[str, str], metadata: dict[str, Any],
+                        export: Export) -> Any:
         """scikit-learn's pickle where bentoml.sklearn.load_model finds it, and the arrays."""
         import bentoml
         import joblib
         import sklearn
 
         with bentoml.models.create(
-            self.spec.name, labels=labels, metadata=metadata, module="bentoml.sklearn", api_version="v1",
+            tag, labels=labels, metadata=metadata, module="bentoml.sklearn", api_version="v1",
             context=bentoml.models.ModelContext(framework_name="sklearn",
                                                 framework_versions={"scikit-learn": sklearn.__version__}),
         ) as bento_model:
@@ -299,13 +301,14 @@ class MalariaTrainer(Trainer):
                       metadata={"litert": conversion.metadata}, metrics=conversion.metrics,
                       failures=conversion.failures)
 
-    def save_to_bentoml(self, model: Any, labels: dict[str, str], metadata: dict[str, Any], export: Export) -> Any:
+    def save_to_bentoml(self, model: Any, tag: str, labels: dict[str, str], metadata: dict[str, Any],
+                        export: Export) -> Any:
         import bentoml
         import keras
 
         # bentoml.keras is deprecated in 1.4: store the files themselves.
         with bentoml.models.create(
-            self.spec.name, labels=labels, metadata=metadata, module="litert",
+            tag, labels=labels, metadata=metadata, module="litert",
             context=bentoml.models.ModelContext(framework_name="litert",
                                                 framework_versions={"keras": keras.__version__,
                                                                     "ai-edge-litert": litert_version()}),

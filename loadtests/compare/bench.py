@@ -210,7 +210,9 @@ def build_variants(keys: list[str], args: argparse.Namespace, base_env: dict[str
 def model_tag(name: str) -> str:
     import bentoml
 
-    return str(bentoml.models.get(f"{name}:latest").tag)
+    from service.versions import served_tag
+
+    return str(bentoml.models.get(served_tag(name)).tag)
 
 
 def v2_request(model: str, typed: dict[str, Any]) -> dict[str, Any] | None:
@@ -287,11 +289,13 @@ def request_bodies(model: str, data_dir: Path, folder: Path) -> dict[str, Path]:
 
 
 def export_for_mlserver(args: argparse.Namespace) -> None:
-    """NAME:latest from the BentoML store -> <work>/mlserver-models/NAME/model.joblib."""
+    """The served version of NAME (service/versions.py) -> <work>/mlserver-models/NAME/model.joblib."""
     import bentoml
     import joblib
 
-    model = bentoml.sklearn.load_model(f"{args.model}:latest")
+    from service.versions import served_tag
+
+    model = bentoml.sklearn.load_model(served_tag(args.model))
     folder = args.work_dir / "mlserver-models" / args.model
     folder.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, folder / "model.joblib")

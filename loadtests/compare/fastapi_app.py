@@ -1,6 +1,6 @@
 """The FastAPI app a competent engineer would write for these models: the comparator.
 
-Same models (`NAME:latest` from the BentoML store in BENTOML_HOME), same request checks
+Same models (the versions the service serves, service/versions.py, from the store in BENTOML_HOME), same request checks
 (the service's pydantic record models: ranges, categories, extra fields forbidden, 1 to
 N records) and the same response shape as the service's POST /iris, /kobe,
 /digits/pixels and /malaria/base64. What makes it fast, and fair:
@@ -39,6 +39,7 @@ from service.routes import pixel_row
 from service.runtime import ServedModel, cpu_count, load
 from service.schemas import RECORD_MODELS
 from service.specs import DIGITS, IRIS, KOBE, MALARIA, ModelSpec
+from service.versions import served_tag
 
 threadpool_limits(limits=1)
 sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
@@ -55,7 +56,7 @@ class Predictions(BaseModel):
 
 
 def stored(spec: ModelSpec) -> tuple[str, list[str], object]:
-    model = bentoml.models.get(f"{spec.name}:latest")
+    model = bentoml.models.get(served_tag(spec.name))
     return str(model.tag), list(spec.class_names), model
 
 
@@ -77,7 +78,7 @@ DIGITS_TAG, DIGITS_CLASSES, _digits = stored(DIGITS)
 digits_model = bentoml.sklearn.load_model(_digits)
 KOBE_TAG, KOBE_CLASSES, _kobe = stored(KOBE)
 kobe_model = bentoml.sklearn.load_model(_kobe)  # the stored pipeline, on a DataFrame of the records
-SERVED: dict[str, ServedModel] = {MALARIA.name: load(MALARIA, bentoml.models.get("malaria:latest"), cpu_count())}
+SERVED: dict[str, ServedModel] = {MALARIA.name: load(MALARIA, bentoml.models.get(served_tag("malaria")), cpu_count())}
 
 
 class IrisRequest(BaseModel):

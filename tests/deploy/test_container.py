@@ -33,6 +33,7 @@ from urllib3.filepost import encode_multipart_formdata
 
 from service.schemas import validated_frame
 from service.specs import IRIS, KOBE, MALARIA, SPECS
+from service.versions import served_tag
 from tests.servers import free_port
 from tests.service.test_endpoints import check, direct_probabilities
 
@@ -290,7 +291,7 @@ def test_every_endpoint_matches_the_stored_models(container, settings, malaria_i
     assert requests.get(url + "/livez").status_code == 200
     models = {m["name"]: m for m in requests.get(url + "/models").json()["models"]}
     assert {name: m["tag"] for name, m in models.items()} == {
-        name: str(bentoml.models.get(f"{name}:latest").tag) for name in SPECS}
+        name: str(bentoml.models.get(served_tag(name)).tag) for name in SPECS}
 
     iris = pd.DataFrame(load_iris().data[::10], columns=IRIS.feature_names)
     tag, probabilities = check(requests.post(url + "/iris", json={"records": iris.to_dict("records")}), len(iris))

@@ -33,7 +33,8 @@ CUSTOM_RESOURCE_GROUPS = ("monitoring.coreos.com/",)
 
 # Variables the service code reads that the ConfigMap deliberately does not set.
 NOT_IN_CONFIGMAP = {
-    "MODEL_VERSION": "service/batch.py: default --version of the offline batch-scoring CLI, not the server",
+    "BENTO_PATH": "set by BentoML's image itself: the bento's folder (service/versions.py)",
+    "BENTOML_HOME": "service/versions.py names the store in its error; the image's is BentoML's own",
     **{f"{name.upper()}_MODEL_VERSION": "read by `bentoml build`: the image holds one version of each model"
        for name in SPECS},
 }

@@ -71,7 +71,7 @@ def test_a_fifth_model_from_its_spec_and_trainer_trains_serves_and_answers(quick
     assert trained.returncode == 0, trained.stderr[-3000:]
     (wine,) = [m for m in bentoml.models.list("wine")]
     record = guide_record()
-    server = Server(env={"PYTHONPATH": str(copy)}, project=copy)
+    server = Server(env={"PYTHONPATH": str(copy), "WINE_MODEL_VERSION": wine.tag.version}, project=copy)
     try:
         server.wait("/readyz")
         typed = requests.post(f"{server.url}/wine", json={"records": [record]}, timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -45,9 +46,10 @@ def test_model_version_is_chosen_by_environment(quick_models, settings):
 
     from training.pipeline import train_model
 
-    pinned = quick_models["iris"].tag
-    newer = train_model("iris", settings, quick=True)
-    assert newer.tag != pinned and str(bentoml.models.get("iris:latest").tag) == newer.tag
+    session_pin = quick_models["iris"].tag
+    pinned = train_model("iris", settings, quick=True).tag
+    session_default = bentoml.models.get(f"iris:{os.environ['IRIS_MODEL_VERSION']}").tag
+    assert pinned != session_pin and str(session_default) == session_pin
     server = Server(env={"IRIS_MODEL_VERSION": pinned.split(":")[1]})
     try:
         server.wait("/readyz")

@@ -3,10 +3,13 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -55,3 +58,45 @@ def test_unknown_model_is_a_usage_error():
     done = run_cli("resnet")
     assert done.returncode == 2
     assert "invalid choice" in done.stderr
+
+
+def test_a_smoke_run_never_reaches_production(tmp_path):
+    """A quick model is stored as quick, never registered, never served or built unless
+    pinned by its exact version, and never makes `--only-missing` skip the full model."""
+    from mlflow import MlflowClient
+
+    store = {"BENTOML_HOME": str(tmp_path / "bentoml"), "STATE_DIR": str(tmp_path / "state")}
+    store.update({f"{name.upper()}_MODEL_VERSION": "" for name in ("digits", "iris", "kobe", "malaria")})
+    bentoml_cli = [str(Path(sys.executable).with_name("bentoml"))]
+    served = [sys.executable, "-c", "from service.versions import served_tag; print(served_tag('iris'))"]
+
+    smoke = run_cli("iris", "--quick", env=store)
+    assert smoke.returncode == 0, smoke.stderr
+    quick_tag = next(word for word in smoke.stdout.split() if word.startswith("iris:"))
+    assert quick_tag.startswith("iris:quick-")
+    listed = subprocess.run([*bentoml_cli, "models", "list"], capture_output=True, text=True,
+                            env={**os.environ, **store}, timeout=120)
+    assert quick_tag in listed.stdout, listed.stdout + listed.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
+    assert client.search_model_versions("name='iris'") == [], "a smoke run is no production candidate"
+
+    refused = subprocess.run(served, capture_output=True, text=True, env={**os.environ, **store}, timeout=120)
+    assert refused.returncode != 0
+    assert "no full iris model" in refused.stderr and f"IRIS_MODEL_VERSION={quick_tag.split(':')[1]}" in refused.stderr
+    build = subprocess.run([*bentoml_cli, "build", "-o", "tag", str(PROJECT)], capture_output=True, text=True,
+                           env={**os.environ, **store}, timeout=300, cwd=PROJECT)
+    assert build.returncode != 0 and "no full iris model" in build.stdout + build.stderr
+
+    full = run_cli("iris", "--only-missing", env=store)
+    assert "nothing to train" not in full.stderr and full.returncode == 0, full.stderr
+    full_tag = next(word for word in full.stdout.split() if word.startswith("iris:"))
+    assert not full_tag.startswith("iris:quick-")
+    assert len(client.search_model_versions("name='iris'")) == 1
+    newer_smoke = run_cli("iris", "--quick", env=store)
+    assert newer_smoke.returncode == 0, newer_smoke.stderr
+
+    chosen = subprocess.run(served, capture_output=True, text=True, env={**os.environ, **store}, timeout=120)
+    assert chosen.stdout.strip() == full_tag, chosen.stderr
+    pinned = {**store, "IRIS_MODEL_VERSION": quick_tag.split(":")[1]}
+    chosen = subprocess.run(served, capture_output=True, text=True, env={**os.environ, **pinned}, timeout=120)
+    assert chosen.stdout.strip() == quick_tag, chosen.stderr

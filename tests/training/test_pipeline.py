@@ -26,6 +26,7 @@ def test_store_holds_the_model_with_what_serving_needs(quick_models, name):
     assert meta["spec_fingerprint"] == spec.fingerprint()
     assert meta["schema"] == spec.schema()
     assert meta["quick"] is True and model.info.labels["quick"] == "true"
+    assert result.tag.startswith(f"{name}:quick-"), "`bentoml models list` must show a quick model as such"
     assert {"accuracy", "f1_macro", "log_loss", "roc_auc"} <= set(meta["metrics"])
     assert all(isinstance(v, float) for v in meta["metrics"].values())
     assert meta["metrics"]["accuracy"] == pytest.approx(result.metrics["accuracy"])
@@ -81,12 +82,12 @@ def test_arrays_that_fail_their_parity_check_are_not_saved(quick_models, setting
 
     from training import arrays
 
-    served = bentoml.models.get("iris:latest").tag
+    stored = {str(m.tag) for m in bentoml.models.list("iris")}
     monkeypatch.setattr(arrays, "PARITY_MAX_ABS_DIFF", -1.0)  # no export can pass
     result = train_model("iris", settings, quick=True)
     assert not result.passed and result.tag is None
     assert any("the arrays: probabilities differ from scikit-learn's" in f for f in result.gate_failures)
-    assert bentoml.models.get("iris:latest").tag == served
+    assert {str(m.tag) for m in bentoml.models.list("iris")} == stored
 
 
 def test_malaria_stores_keras_and_a_litert_conversion_that_passed_its_parity_check(quick_models):
@@ -133,16 +134,16 @@ def test_a_conversion_that_fails_its_parity_check_is_not_saved(quick_models, set
 
     from training import litert
 
-    served = bentoml.models.get("malaria:latest").tag
+    stored = {str(m.tag) for m in bentoml.models.list("malaria")}
     monkeypatch.setattr(litert, "PARITY_MAX_ABS_DIFF", -1.0)  # no conversion can pass
     result = train_model("malaria", settings, quick=True)
     assert not result.passed and result.tag is None
     assert any("LiteRT: probabilities differ from Keras's" in f for f in result.gate_failures), result.gate_failures
-    assert bentoml.models.get("malaria:latest").tag == served
+    assert {str(m.tag) for m in bentoml.models.list("malaria")} == stored
 
 
 @pytest.mark.parametrize("name", list(SPECS))
-def test_mlflow_run_holds_params_metrics_artifacts_and_registered_model(quick_models, name):
+def test_mlflow_run_holds_params_metrics_and_artifacts_and_a_quick_model_is_not_registered(quick_models, name):
     from mlflow import MlflowClient
 
     result = quick_models[name]
@@ -158,7 +159,7 @@ def test_mlflow_run_holds_params_metrics_artifacts_and_registered_model(quick_mo
     for suffix in ("confusion_matrix.png", "roc.png", "classification_report.txt", "metrics.csv"):
         assert f"evaluation/test_{suffix}" in artifacts
     versions = client.search_model_versions(f"name='{name}'")
-    assert result.mlflow_run_id in {v.run_id for v in versions}
+    assert result.mlflow_run_id not in {v.run_id for v in versions}, "a smoke run is no production candidate"
     if name == "kobe":
         assert "prod_log_loss" in run.data.metrics
         assert "evaluation/prod_roc.png" in artifacts
@@ -175,11 +176,11 @@ def test_model_failing_its_gate_does_not_replace_the_served_one(quick_models, se
     import bentoml
     from mlflow import MlflowClient
 
-    served = bentoml.models.get("iris:latest").tag
+    stored = {str(m.tag) for m in bentoml.models.list("iris")}
     result = train_model("iris", settings, quick=True, gate=Gate(minimum={"accuracy": 1.01}))
     assert not result.passed and result.tag is None
     assert "accuracy" in result.gate_failures[0]
-    assert bentoml.models.get("iris:latest").tag == served
+    assert {str(m.tag) for m in bentoml.models.list("iris")} == stored
     run = MlflowClient().get_run(result.mlflow_run_id)
     assert run.data.tags["gate"] == "failed" and "bentoml_tag" not in run.data.tags
 

@@ -1,6 +1,7 @@
 """Full training on the real data meets every quality gate (slow: about 6 minutes)."""
 
 import pytest
+from mlflow import MlflowClient
 
 from service.specs import SPECS
 from training.pipeline import train_model
@@ -16,3 +17,6 @@ def test_full_training_passes_the_gate(settings, name):
     assert result.metrics["log_loss"] < result.metrics["baseline_log_loss"]
     if name == "digits":
         assert result.metrics["accuracy"] >= 0.98
+    assert not result.tag.split(":")[1].startswith("quick-")
+    versions = MlflowClient().search_model_versions(f"name='{name}'")
+    assert result.mlflow_run_id in {v.run_id for v in versions}, "a full model that passed is registered"

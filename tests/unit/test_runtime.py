@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from service.runtime import cpu_count
+from service.versions import served_tag
 
 CPUS = len(os.sched_getaffinity(0))
 
@@ -41,7 +42,7 @@ def test_array_models_run_single_threaded_in_every_thread_that_calls_them(quick_
     from service.runtime import load, warm_up
     from service.specs import DIGITS
 
-    model = load(DIGITS, bentoml.models.get("digits:latest"), threads=2)
+    model = load(DIGITS, bentoml.models.get(served_tag("digits")), threads=2)
     assert model.framework == "arrays"
     seen: dict[str, int] = {}
 
@@ -87,7 +88,7 @@ def test_kobe_is_served_from_its_records_without_pandas_and_matches_the_stored_p
 
     raw = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_prod.parquet").head(300)
     records = [RECORD_MODELS["kobe"].model_validate(row).model_dump() for row in raw.to_dict("records")]
-    stored = bentoml.models.get("kobe:latest")
+    stored = bentoml.models.get(served_tag("kobe"))
     served = load(KOBE, stored, threads=1)
     batch = served.combine([records[:100], records[100:]])
     assert not isinstance(batch, pd.DataFrame)
@@ -106,7 +107,7 @@ def test_arrays_for_another_input_are_refused(quick_models):
     from service.runtime import load
     from service.specs import KOBE
 
-    stored = bentoml.models.get("kobe:latest")
+    stored = bentoml.models.get(served_tag("kobe"))
     metadata = dict(stored.info.metadata)
     assert metadata["arrays"]["input"] == "kobe_model_matrix"
     metadata["arrays"] = {**metadata["arrays"], "input": "features"}
