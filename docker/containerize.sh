@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Build the bento (service + the four models from $BENTOML_HOME) and its image.
+# Build the bento (service + the served version of each model from $BENTOML_HOME) and its image.
 #
-#   docker/containerize.sh [IMAGE:TAG]           # default model-serving:<project version>
-#   OFFLINE_BASE_IMAGE=local/python-base:bookworm docker/containerize.sh model-serving:0.1.0
+#   docker/containerize.sh [IMAGE:TAG]     # default: the bento's tag, model-serving:<bento version>
+#   OFFLINE_BASE_IMAGE=local/python-base:bookworm docker/containerize.sh
 #
+# Every build gets a new bento version, so a new image tag: a node that cached the last
+# image cannot keep serving it under the same name, and the Deployment sees a change.
 # Normal machines: BentoML's default base image (python:3.11-slim from Docker Hub).
 # Offline (OFFLINE_BASE_IMAGE set): the same bentofile.yaml with docker.base_image set to
 # that image (see docker/offline-base.sh), written to a temporary copy; nothing else
@@ -17,8 +19,6 @@ set -euo pipefail
 
 PROJECT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$PROJECT"
-VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
-IMAGE=${1:-model-serving:$VERSION}
 if [ -z "${BENTOML:-}" ]; then
   if [ -x .venv/bin/bentoml ]; then BENTOML=.venv/bin/bentoml; else BENTOML=$(command -v bentoml); fi
 fi
@@ -53,6 +53,7 @@ bento=$("$BENTOML" build -f "$bentofile" -o tag . | sed -n 's/^__tag__://p' | ta
 [ -n "$bento" ] || { echo "containerize.sh: bentoml build gave no tag" >&2; exit 1; }
 built=$(date +%s.%N)
 echo "containerize.sh: built $bento" >&2
+IMAGE=${1:-$bento}
 
 options=()
 [ -n "$network" ] && options+=(--opt "network=$network")

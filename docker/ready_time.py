@@ -1,7 +1,7 @@
 """Seconds from `docker run` to /readyz 200, over several runs of one image.
 
     export DOCKER_HOST=$(docker/engine.sh | sed -n 1p)
-    .venv/bin/python docker/ready_time.py model-serving:0.1.0 --runs 5
+    .venv/bin/python docker/ready_time.py "$IMAGE" --runs 5   # IMAGE: the tag docker/containerize.sh printed
 
 Each run starts the image as the Deployment would (host network here, the image's own
 entrypoint), polls /livez and /readyz every 20 ms, records both times and the resident

@@ -17,7 +17,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from service import v2_app
+import bentoml
+
+from service import release, v2_app
 
 ERROR = "ServiceError"
 ERROR_SCHEMA = {
@@ -39,9 +41,11 @@ def _error(description: str, schema: dict[str, Any] | None = None, headers: dict
     return response
 
 
-def contract(generated: dict[str, Any], api_routes: set[str], models: list[str]) -> dict[str, Any]:
-    """The generated document with every status each route answers, and its body."""
+def contract(generated: dict[str, Any], api_routes: set[str], models: list[str], build: str) -> dict[str, Any]:
+    """The generated document with every status each route answers, and its body; the
+    API's version (BentoML says "None" outside a bento) and the build that serves it."""
     document = copy.deepcopy(generated)
+    document.setdefault("info", {}).update({"version": release.project_version(), "x-build": build})
     document.setdefault("components", {}).setdefault("schemas", {})[ERROR] = ERROR_SCHEMA
     document["paths"].update(v2_app.openapi_paths())  # a bare Starlette app serves them: not in FastAPI's part
     for path, methods in document["paths"].items():
@@ -84,6 +88,11 @@ class ContractDocument:
     def __init__(self, app: Any, generated: Callable[[], dict[str, Any]], api_routes: list[str],
                  models: list[str]) -> None:
         self.app = app
+        # Name the build where BentoML's metrics read it ("not available" outside a bento):
+        # the worker builds its middleware after BentoML set the server context and before
+        # any request, or the metrics middleware's zero-valued series; there is no other hook.
+        context = bentoml.server_context
+        context.bento_version = release.build_version(context.bento_version)
         self._generated = generated
         self._api_routes = set(api_routes)
         self._models = models
@@ -94,7 +103,8 @@ class ContractDocument:
             await self.app(scope, receive, send)
             return
         if self._body is None:
-            self._body = json.dumps(contract(self._generated(), self._api_routes, self._models)).encode()
+            build = bentoml.server_context.bento_version
+            self._body = json.dumps(contract(self._generated(), self._api_routes, self._models, build)).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(self._body)).encode())]})

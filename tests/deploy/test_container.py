@@ -31,6 +31,7 @@ import requests
 import yaml
 from urllib3.filepost import encode_multipart_formdata
 
+from service import release
 from service.schemas import validated_frame
 from service.specs import IRIS, KOBE, MALARIA, SPECS
 from service.versions import served_tag
@@ -142,15 +143,17 @@ def base_image(docker, metrics) -> str | None:
 
 @pytest.fixture(scope="module")
 def image(docker, base_image, quick_models, metrics):
-    """The bento of the session's models, containerized; image, bento and build cache removed after."""
-    tag = f"model-serving:test-{os.getpid()}"
+    """The bento of the session's models, containerized under its default tag (the bento's:
+    a new one per build); image, bento and build cache removed after."""
     env = {**docker.env, "BENTOML": str(Path(sys.executable).with_name("bentoml"))}
     if base_image is not None:
         env["OFFLINE_BASE_IMAGE"] = base_image
-    done = script("containerize.sh", tag, env=env, timeout=3600)
+    done = script("containerize.sh", env=env, timeout=3600)
     outputs = dict(re.findall(r"^(\w+)=(.*)$", done.stdout, re.M))
+    tag = outputs.get("image", "")
     try:
         assert done.returncode == 0, f"docker/containerize.sh failed:\n{done.stderr[-6000:]}"
+        assert tag == outputs["bento"] and re.fullmatch(r"model-serving:[a-z0-9]{16}", tag), outputs
         metrics["bento"] = outputs["bento"]
         metrics["build_seconds"] = round(float(outputs["build_seconds"]), 1)
         metrics["containerize_seconds"] = round(float(outputs["containerize_seconds"]), 1)
@@ -158,7 +161,8 @@ def image(docker, base_image, quick_models, metrics):
         metrics["image_size_mb"] = round(int(outputs["image_size_bytes"]) / 1e6)
         yield tag
     finally:
-        docker.run("rmi", "-f", tag, check=False)
+        if tag:
+            docker.run("rmi", "-f", tag, check=False)
         if "bento" in outputs:
             subprocess.run([env["BENTOML"], "delete", "-y", outputs["bento"]], capture_output=True, timeout=120)
         # vfs keeps a full copy per layer: drop the build cache (all of it only on our own engine).
@@ -249,6 +253,17 @@ def test_the_deployments_probes_pass_on_the_running_image(container, metrics):
             response = requests.get(container.url + probe["httpGet"]["path"], timeout=timeout)
             assert 200 <= response.status_code < 400, f"{kind} {probe['httpGet']['path']}: {response.status_code}"
             assert time.monotonic() - started < timeout
+
+
+def test_the_build_version_is_the_image_tag_everywhere(container, image):
+    """/metrics' service_version and /docs.json's x-build name the bento (= the image tag);
+    info.version is the API's (pyproject's)."""
+    bento_version = image.split(":")[1]
+    document = requests.get(container.url + "/docs.json", timeout=10).json()
+    assert document["info"]["x-build"] == bento_version
+    assert document["info"]["version"] == release.project_version()
+    requests.get(container.url + "/models", timeout=10)
+    assert f'service_version="{bento_version}"' in requests.get(container.url + "/metrics", timeout=10).text
 
 
 def test_image_holds_the_pinned_stack(docker, container):

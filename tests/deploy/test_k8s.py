@@ -166,21 +166,26 @@ def test_kustomize_renders_exactly_the_base_kinds(rendered):
         assert doc["metadata"]["labels"].items() >= APP_LABELS.items(), doc["kind"]
 
 
-def test_kustomize_image_entry_sets_the_container_image(rendered, container, tmp_path):
-    """`kustomize edit set image model-serving=...` edits this entry; it must reach the container."""
+def test_set_image_writes_the_kustomization_and_the_image_reaches_the_container(rendered, container, tmp_path):
+    """k8s/set-image.sh IMAGE (k8s/README.md step 3) edits the `images:` entry; the tag
+    reaches the container; a missing or :latest tag is refused and the file left alone."""
     images = load(K8S / "kustomization.yaml")["images"]
     assert [i["name"] for i in images] == ["model-serving"]
     assert container["image"] == f"{images[0]['newName']}:{images[0]['newTag']}"
-    assert not container["image"].endswith(":latest"), "a :latest tag is always pulled (fails for kind)"
+    assert "set-image" in images[0]["newTag"], "the committed tag says how to set the real one"
 
     copied = tmp_path / "k8s"
     shutil.copytree(K8S, copied)
-    kustomization = load(copied / "kustomization.yaml")
-    kustomization["images"] = [{"name": "model-serving", "newName": "registry.example/model-serving",
-                                "newTag": "9.9.9"}]
-    (copied / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    deployment = next(d for d in render(copied) if d["kind"] == "Deployment")
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/model-serving:9.9.9"
+    for image in ("registry.example:5000/team/model-serving:3p5dzvr2kgwiueeg", "model-serving:abcd1234"):
+        done = subprocess.run([str(copied / "set-image.sh"), image], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        deployment = next(d for d in render(copied) if d["kind"] == "Deployment")
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    before = (copied / "kustomization.yaml").read_text()
+    for bad in ("model-serving", "model-serving:latest", "registry.example:5000/model-serving"):
+        done = subprocess.run([str(copied / "set-image.sh"), bad], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 2 and "set-image.sh:" in done.stderr, (bad, done.stderr)
+    assert (copied / "kustomization.yaml").read_text() == before
 
 
 # --- consistency with the code -------------------------------------------------------------

@@ -9,6 +9,7 @@ import re
 import socket
 import string
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -16,6 +17,8 @@ import requests
 from service.errors import CLIENT_CLOSED_REQUEST
 from service.patches import UNMATCHED_ROUTE
 from tests.service.metrics import request_counts
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -130,3 +133,16 @@ def test_every_client_error_is_one_escaped_line_with_its_route(server):
     lines = log.splitlines()
     assert all(re.match(r"\d{4}-\d\d-\d\dT.* \[INFO\] ", line) for line in lines), log  # none forged
     assert len(lines) == len(refusals), log  # one line each, the guard's 400 not also a 499
+
+
+def test_the_api_and_build_versions_are_real_ones(server):
+    """Outside a bento BentoML says version "None" and service_version "not available";
+    the service says the project's version and that this is no image (tests/deploy checks
+    the image, where both name the bento)."""
+    project = re.search(r'^version = "([^"]+)"', (PROJECT / "pyproject.toml").read_text(), re.M).group(1)
+    info = requests.get(f"{server.url}/docs.json", timeout=10).json()["info"]
+    assert info["version"] == project and info["x-build"] == f"{project}+dev"
+    requests.get(f"{server.url}/models", timeout=10)
+    metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+    versions = set(re.findall(r'service_version="([^"]*)"', metrics))
+    assert versions == {f"{project}+dev"}, versions
