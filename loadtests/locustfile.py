@@ -6,16 +6,20 @@ Payloads are real: kobe rows from the prod file and malaria cells from DATA_DIR,
 drawn from scikit-learn's set. About 5% of calls are deliberately bad and count as a
 success only when they get a 4xx. SchemaUser also calls every model that /models lists
 (a model added later included) with inputs made from its schema. Thresholds (failure
-ratio 0, p99 per endpoint) make locust exit non-zero; see P99_LIMIT_MS.
+ratio 0, p99 per endpoint) make locust exit non-zero and head the HTML report; see
+P99_LIMIT_MS.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
 import random
+import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -32,10 +36,10 @@ P99_LIMIT_MS = {
     "/malaria": 300, "/malaria/base64": 300, "/v2/models/iris/infer": 100, "/models": 200,
 }
 DEFAULT_P99_LIMIT_MS = 300
+"""For the routes of a model not named above (SchemaUser)."""
 MIN_REQUESTS_FOR_P99 = 100
 """Endpoints with fewer requests get no p99 verdict: their p99 is their slowest request
 (with 24, one stall of the machine failed a run). Failures count whatever the number."""
-"""For the routes of a model not named above (SchemaUser)."""
 P99_SCALE = float(os.environ.get("LOADTEST_P99_SCALE", "1"))
 
 
@@ -211,22 +215,62 @@ class MetadataUser(ServiceUser):
         self.client.get("/models", name="/models")
 
 
-@events.quitting.add_listener
-def check_thresholds(environment, **_kwargs) -> None:
-    """Fail the run on any failed request or a p99 over its bound."""
-    stats = environment.stats
-    problems = []
-    if stats.total.num_requests == 0:
-        problems.append("no requests were sent")
-    if stats.total.fail_ratio > 0:
-        problems.append(f"failure ratio {stats.total.fail_ratio:.4f} (must be 0)")
-    for entry in stats.entries.values():
-        limit = P99_LIMIT_MS.get(entry.name.removesuffix(" (bad)"), DEFAULT_P99_LIMIT_MS)
+@dataclass(frozen=True)
+class Verdict:
+    check: str
+    bound: str
+    measured: str
+    passed: bool | None
+    """None: not judged (too few requests for a p99)."""
+
+
+def verdicts(stats) -> list[Verdict]:
+    """Every threshold of the run and how it went."""
+    total = stats.total
+    found = [Verdict("requests sent", "> 0", str(total.num_requests), total.num_requests > 0),
+             Verdict("failure ratio", "0", f"{total.fail_ratio:.4f} ({total.num_failures} failed)",
+                     total.fail_ratio == 0)]
+    for entry in sorted(stats.entries.values(), key=lambda e: (e.name, e.method)):
+        limit = P99_LIMIT_MS.get(entry.name.removesuffix(" (bad)"), DEFAULT_P99_LIMIT_MS) * P99_SCALE
         if entry.num_requests >= MIN_REQUESTS_FOR_P99:
             p99 = entry.get_response_time_percentile(0.99)
-            if p99 > limit * P99_SCALE:
-                problems.append(f"{entry.name}: p99 {p99:.0f} ms over {limit * P99_SCALE:.0f} ms")
-    for problem in problems:
-        print(f"THRESHOLD FAILED: {problem}")
-    if problems:
+            found.append(Verdict(f"{entry.method} {entry.name} p99", f"<= {limit:.0f} ms", f"{p99:.0f} ms",
+                                 p99 <= limit))
+        else:
+            found.append(Verdict(f"{entry.method} {entry.name} p99", f"<= {limit:.0f} ms",
+                                 f"{entry.num_requests} requests", None))
+    return found
+
+
+def verdict_section(found: list[Verdict]) -> str:
+    """The thresholds as an HTML section, for the top of locust's report."""
+    failed = [v for v in found if v.passed is False]
+    shown = {True: "pass", False: "FAIL", None: f"not judged (< {MIN_REQUESTS_FOR_P99} requests)"}
+    rows = "".join(
+        f"<tr><td>{html.escape(v.check)}</td><td>{html.escape(v.bound)}</td><td>{html.escape(v.measured)}</td>"
+        f"<td style=\"color:{'#b00' if v.passed is False else 'inherit'}\">{shown[v.passed]}</td></tr>"
+        for v in found)
+    title = f"Thresholds: FAILED ({len(failed)})" if failed else "Thresholds: passed"
+    return (f'<section id="thresholds" style="font-family:sans-serif;margin:1em">'
+            f"<h2>{title}</h2><p>p99 bounds scaled by LOADTEST_P99_SCALE={P99_SCALE:g}; the run exits "
+            f"{'1' if failed else '0'}.</p><table border=\"1\" cellpadding=\"4\" style=\"border-collapse:"
+            f"collapse\"><tr><th>check</th><th>bound</th><th>measured</th><th>verdict</th></tr>{rows}</table>"
+            "</section>")
+
+
+@events.quitting.add_listener
+def check_thresholds(environment, **_kwargs) -> None:
+    """Fail the run on any failed request or a p99 over its bound; say so on stdout and in
+    the HTML report (locust writes it before this event: the section is added to it)."""
+    found = verdicts(environment.stats)
+    for verdict in found:
+        if verdict.passed is False:
+            print(f"THRESHOLD FAILED: {verdict.check}: {verdict.measured}, bound {verdict.bound}")
+    if any(v.passed is False for v in found):
         environment.process_exit_code = 1
+    report = getattr(environment.parsed_options, "html_file", None)
+    if report and Path(report).is_file():
+        text = Path(report).read_text(encoding="utf-8")
+        section = verdict_section(found)
+        Path(report).write_text(re.sub(r"<body[^>]*>", lambda body: body.group(0) + section, text, count=1),
+                                encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,28 @@ def test_smoke_load_has_no_errors(server, settings, tmp_path):
     assert int(total["Failure Count"]) == 0
     for endpoint in ("/iris", "/kobe", "/malaria", "/digits/pixels", "/models", "/v2/models/iris/infer"):
         assert int(rows[endpoint]["Request Count"]) > 0, endpoint
-    assert (tmp_path / "report.html").stat().st_size > 10_000
+    report = (tmp_path / "report.html").read_text()
+    assert len(report) > 10_000
+    section = report[report.index('<section id="thresholds"'):report.index("</section>")]
+    assert "Thresholds: passed" in section and "failure ratio" in section
+    assert "POST /iris p99</td><td>&lt;= 1000 ms" in section  # the bound, scaled by LOADTEST_P99_SCALE=10
+    assert re.search(r"POST /iris p99</td><td>[^<]*</td><td>\d+ ms</td><td[^>]*>pass<", section), section
+
+
+def test_a_failed_threshold_fails_the_run_and_heads_the_report(server, settings, tmp_path):
+    """A bound no request can meet: exit 1, FAIL on stdout and in the HTML report."""
+    locust = Path(sys.executable).with_name("locust")
+    done = subprocess.run(
+        [str(locust), "-f", "loadtests/locustfile.py", "--config", "loadtests/locust.conf", "--host", server.url,
+         "--users", "4", "--spawn-rate", "4", "--run-time", "8s", "--csv", str(tmp_path / "strict"),
+         "--html", str(tmp_path / "strict.html")],
+        cwd=PROJECT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DATA_DIR": str(settings.data_dir), "LOADTEST_P99_SCALE": "0.00001"},
+    )
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "THRESHOLD FAILED: POST /iris p99" in done.stdout + done.stderr
+    report = (tmp_path / "strict.html").read_text()
+    assert "Thresholds: FAILED" in report and ">FAIL<" in report
 
 
 def test_a_run_without_its_data_stops_at_once_and_says_why(tmp_path):
