@@ -23,15 +23,15 @@ def free_port() -> int:
 
 
 class Server:
-    """`bentoml serve` of the project on a free port of 127.0.0.1; stop() ends it.
+    """`bentoml serve` of the project on 127.0.0.1 (a free port unless given); stop() ends it.
 
     own_home: run with this BENTOML_HOME, whose models/ links to the store in the
     environment's (each test server's files apart from the others').
     """
 
     def __init__(self, env: dict[str, str] | None = None, log: Path | None = None,
-                 own_home: Path | None = None, project: Path = PROJECT) -> None:
-        self.port = free_port()
+                 own_home: Path | None = None, project: Path = PROJECT, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         environment = {**os.environ, **(env or {})}

@@ -117,17 +117,6 @@ def test_digit_images_multipart_and_base64_match_the_pixels(server):
     np.testing.assert_allclose(from_files, direct_probabilities(tag, recovered), rtol=1e-6, atol=1e-9)
 
 
-def test_the_readmes_example_cells_are_answered(server):
-    """README's `curl -F images=@examples/cell1.png -F images=@examples/cell2.jpg`."""
-    from pathlib import Path
-
-    examples = Path(__file__).resolve().parents[2] / "examples"
-    files = [("images", (name, (examples / name).read_bytes())) for name in ("cell1.png", "cell2.jpg")]
-    answer = requests.post(f"{server.url}/malaria", files=files, timeout=30)
-    assert answer.status_code == 200, answer.text
-    assert [p["label"] in MALARIA.class_names for p in answer.json()["predictions"]] == [True, True]
-
-
 def test_malaria_multipart_and_base64_match_the_model(server, malaria_image_paths):
     paths = malaria_image_paths["Parasitized"][:4] + malaria_image_paths["Uninfected"][:4]
     raw = [p.read_bytes() for p in paths]

@@ -11,7 +11,7 @@ DOCS = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md")), *sorted
 
 def test_every_file_a_documented_command_uploads_exists():
     uploads = {(doc.name, path) for doc in DOCS for path in re.findall(r"=@([^\s'\"]+)", doc.read_text())}
-    assert ("README.md", "examples/cell1.png") in uploads
+    assert ("README.md", "examples/cells/cell1.png") in uploads
     missing = sorted((doc, path) for doc, path in uploads if not (PROJECT / path).is_file())
     assert not missing, missing
 
@@ -44,3 +44,82 @@ def test_make_run_serves_this_machine_only_unless_told():
 
     assert serve_line().endswith("bentoml serve --host 127.0.0.1")
     assert serve_line("SERVE_HOST=0.0.0.0").endswith("bentoml serve --host 0.0.0.0")
+
+
+# --- every documented command has a check (tests/documented.py) ------------------------------
+
+def test_every_documented_command_has_a_rule_and_every_rule_a_command():
+    from tests.documented import RULES, all_commands, rule_for
+
+    found = all_commands()
+    assert len(found) > 40, "the extraction lost the docs' commands"
+    unmatched = [(c.document, c.text) for c in found if rule_for(c) is None]
+    assert not unmatched, f"documented commands with no check: add a rule in tests/documented.py: {unmatched}"
+    used = {rule_for(c) for c in found}
+    assert not [r.pattern for r in RULES if r not in used], "rules for commands the docs no longer have"
+    assert sum(rule_for(c).kind == "run" for c in found) >= 25
+
+
+def test_commands_run_elsewhere_are_in_the_file_that_runs_them():
+    from tests.documented import all_commands, rule_for
+
+    for command in all_commands():
+        rule = rule_for(command)
+        if rule.kind == "elsewhere":
+            path, text = rule.detail.split("|", 1)
+            assert text in (PROJECT / path).read_text(), f"{command.text!r}: {path} no longer holds {text!r}"
+
+
+def test_long_jobs_take_every_option_the_docs_write():
+    import subprocess
+    import sys
+
+    from tests.documented import all_commands, rule_for
+
+    for command in [c for c in all_commands() if rule_for(c).kind == "options"]:
+        words = command.text.split()
+        start = next(i for i, w in enumerate(words) if w.endswith("/python"))
+        program = words[start + 1:start + 3] if words[start + 1] == "-m" else words[start + 1:start + 2]
+        shown = subprocess.run([sys.executable, *program, "--help"], cwd=PROJECT, capture_output=True, text=True,
+                               timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", command.text):
+            assert option in shown.stdout, f"{command.text!r}: {option} is not an option of {program}"
+        for choice in re.findall(r"\{([^}]*)\}", command.text):  # a synopsis: {digits,iris,...}
+            assert "{" + choice + "}" in shown.stdout, f"{command.text!r}: the choices are not {choice}"
+
+
+def test_cluster_commands_parse_and_name_what_the_manifests_define():
+    import subprocess
+
+    from tests.deploy.test_k8s import K8S, load, render
+    from tests.documented import all_commands, rule_for
+
+    manifests = {(doc["kind"], doc["metadata"]["name"]): doc for doc in render()}
+    cluster = [c for c in all_commands() if rule_for(c).kind == "cluster"]
+    for command in cluster:
+        parsed = subprocess.run(["bash", "-n", "-c", command.text], capture_output=True, text=True)
+        assert parsed.returncode == 0, f"{command.text!r}: {parsed.stderr}"
+        for name in re.findall(r"\bdeploy/([\w-]+)", command.text):
+            assert ("Deployment", name) in manifests, command.text
+        for name, local, remote in re.findall(r"\bsvc/([\w-]+) (\d+):(\d+)", command.text):
+            ports = manifests[("Service", name)]["spec"]["ports"]
+            assert int(remote) in [p["port"] for p in ports], command.text
+        for path in re.findall(r"kubectl apply -f (\S+)", command.text):
+            assert (PROJECT / path).is_file(), command.text
+        for path in re.findall(r"kubectl apply -k (\S+)", command.text):
+            assert (PROJECT / path / "kustomization.yaml").is_file(), command.text
+
+    (docker_run,) = [c.text for c in cluster if c.text.startswith("docker run")]
+    deployment = manifests[("Deployment", "model-serving")]["spec"]["template"]["spec"]
+    (container,) = deployment["containers"]
+    limits = container["resources"]["limits"]
+    assert f"--memory {limits['memory'].removesuffix('Gi')}g" in docker_run, "docker run like the Deployment: its limit"
+    assert f"--cpus {limits['cpu']}" in docker_run
+    context = deployment["securityContext"]
+    assert f"--user {context['runAsUser']}:{context['runAsGroup']}" in docker_run
+    for mount in container["volumeMounts"]:
+        assert f"--tmpfs {mount['mountPath']}" in docker_run, mount
+    settings = load(K8S / "configmap.yaml")["data"]
+    for key, value in re.findall(r"-e (\w+)=(\S+)", docker_run):
+        assert key == "PORT" or key == "BENTOML_HOME" or settings.get(key) == value, (key, value)
