@@ -102,7 +102,7 @@ def test_cluster_commands_parse_and_name_what_the_manifests_define():
         assert parsed.returncode == 0, f"{command.text!r}: {parsed.stderr}"
         for name in re.findall(r"\bdeploy/([\w-]+)", command.text):
             assert ("Deployment", name) in manifests, command.text
-        for name, local, remote in re.findall(r"\bsvc/([\w-]+) (\d+):(\d+)", command.text):
+        for name, _local, remote in re.findall(r"\bsvc/([\w-]+) (\d+):(\d+)", command.text):
             ports = manifests[("Service", name)]["spec"]["ports"]
             assert int(remote) in [p["port"] for p in ports], command.text
         for path in re.findall(r"kubectl apply -f (\S+)", command.text):
