@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed ## create .venv with the pinned stack (about 2.3 GB)
+install: $(VENV)/.installed ## create .venv with the pinned stack (about 2.7 GB)
 
 train: install ## train the models missing from the BentoML store (DATA_DIR: data folder)
 	$(PY) -m training all --only-missing

@@ -59,6 +59,11 @@ def commands(document: str) -> list[Command]:
     return found
 
 
+def python_examples(document: str) -> list[str]:
+    """The document's ```python blocks (README's are requests to run as written)."""
+    return re.findall(r"^```python\n(.*?)^```", (PROJECT / document).read_text(), re.M | re.S)
+
+
 def all_commands() -> list[Command]:
     return [command for document in DOCUMENTS for command in commands(document)]
 

@@ -9,13 +9,14 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from tests.documented import DOCUMENTS, PROJECT, commands, rule_for
+from tests.documented import DOCUMENTS, PROJECT, commands, python_examples, rule_for
 from tests.servers import Server
 
 pytestmark = pytest.mark.slow
@@ -61,7 +62,7 @@ def test_every_documented_command_runs_as_written(docs_server, document):
                 exports.append(command.text)
             if command.text.startswith("curl") and not done.stdout.strip():  # BentoML's probes: empty 200s
                 (path,) = re.findall(r"localhost:3000(/\S*)", command.text)
-                assert path in ("/livez", "/readyz"), f"{command.text}: no output"
+                assert path in ("/livez", "/healthz", "/readyz"), f"{command.text}: no output"
                 assert requests.get(f"{docs_server.url}{path}", timeout=10).status_code == 200
             elif command.text.startswith("curl"):
                 if done.stdout.lstrip().startswith("{") and "|" not in command.text:
@@ -69,6 +70,28 @@ def test_every_documented_command_runs_as_written(docs_server, document):
                     assert "error" not in answer, f"{command.text}: {done.stdout[:500]}"
     if document in ("README.md", "k8s/README.md", "docker/README.md"):
         assert ran > 0
+
+
+def test_the_readmes_python_examples_run_as_written(docs_server):
+    examples = python_examples("README.md")
+    assert examples, "README.md lost its Python request example"
+    for example in examples:
+        done = subprocess.run([sys.executable, "-c", example], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{example}\n{done.stderr[-3000:]}"
+
+
+def test_every_route_has_a_documented_request(docs_server):
+    """Each path of /docs.json (but V2's /versions/ aliases) is called by some README command."""
+    urls = [url for c in commands("README.md") for url in re.findall(r"localhost:3000(/[^\s'\"|]*)", c.text)]
+    paths = requests.get(f"{docs_server.url}/docs.json", timeout=10).json()["paths"]
+    missing = []
+    for path in paths:
+        if "/versions/" in path:
+            continue
+        pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(path))
+        if not any(re.fullmatch(pattern, url) for url in urls):
+            missing.append(path)
+    assert not missing, f"routes without a request in README.md: {missing}"
 
 
 def test_the_readme_examples_answer_what_the_models_say(docs_server):
