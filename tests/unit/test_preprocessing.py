@@ -137,10 +137,20 @@ def test_kobe_checks_categories_and_integers(settings):
     row = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_dev.parquet").iloc[0].to_dict()
     frame = validated_frame([row], KOBE)  # a raw Kaggle row, ids and all
     assert list(frame.columns) == KOBE.feature_names
-    with pytest.raises(InvalidInput, match="action_type: Input should be 'Alley Oop Dunk Shot'"):
+    with pytest.raises(InvalidInput, match="action_type: Input should be one of 57 values, e.g. 'Alley Oop Dunk Shot'"):
         validated_frame([{**row, "action_type": "Moonshot"}], KOBE)
     with pytest.raises(InvalidInput, match="period: Input should be a valid integer"):
         validated_frame([{**row, "period": 2.5}], KOBE)
+
+
+def test_an_unknown_category_names_at_most_three_allowed_values():
+    from service.schemas import category_error
+
+    assert category_error(("a", "b")) == "Input should be one of 'a', 'b'"
+    assert category_error(("a", "b", "c")) == "Input should be one of 'a', 'b', 'c'"
+    many = category_error(tuple(f"value {i}" for i in range(57)))
+    assert many.startswith("Input should be one of 57 values, e.g. 'value 0', 'value 1', 'value 2'")
+    assert "value 3" not in many and len(many) < 120
 
 
 def test_kobe_shot_context_derives_home_angle_and_clock(settings):
