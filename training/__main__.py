@@ -1,4 +1,4 @@
-"""python -m training {digits,iris,kobe,malaria,all} [--data-dir DIR] [--quick] [--only-missing]"""
+"""python -m training {digits,iris,kobe,malaria,all} [--data-dir DIR] [--quick] [--only-missing] [--accept-worse]"""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only-missing", action="store_true",
                         help="skip models whose served version is stored and trained under the "
                              "current spec (quick models count only with --quick)")
+    parser.add_argument("--accept-worse", action="store_true",
+                        help="save a candidate that is worse than the served model on its primary metric "
+                             "(the relative gate; recorded in MLflow and the model's metadata)")
     parser.add_argument("--seed", type=int, default=42)
     return parser.parse_args(argv)
 
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     errors: dict[str, str] = {}
     for name in names:
         try:
-            results.append(train_model(name, settings, quick=args.quick))
+            results.append(train_model(name, settings, quick=args.quick, accept_worse=args.accept_worse))
         except DataUnavailable as exc:
             errors[name] = str(exc)
             print(f"[{name}] ERROR: {exc}", file=sys.stderr)

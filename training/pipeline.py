@@ -50,8 +50,10 @@ def split(data: Dataset, seed: int) -> tuple[Dataset, Dataset, Dataset]:
     return tuple(Dataset(take_rows(data.features, r), data.labels[r]) for r in (train, valid, test))  # type: ignore[return-value]
 
 
-def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate | None = None) -> RunResult:
-    """Train, evaluate and track one model; save it to BentoML only if it passes its gate."""
+def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate | None = None,
+                accept_worse: bool = False) -> RunResult:
+    """Train, evaluate and track one model; save it to BentoML only if it passes its gate and,
+    unless `accept_worse` (recorded), is not worse than the served model (the relative gate)."""
     import mlflow
 
     trainer = TRAINERS[name]
@@ -89,6 +91,11 @@ def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate |
         failures = gate.failures(metrics)
         export = trainer.export(fitted.model, test) if not failures else Export()
         failures += export.failures
+        comparison = None
+        if not failures and not quick:  # a smoke run never competes with full models
+            comparison = _compare_with_served(trainer, gate, metrics, test, accept_worse)
+            if comparison is not None and not comparison["accepted"]:
+                failures.append(comparison["reason"])
         if not failures:  # the reference the service's drift monitor compares traffic with
             profile = Profile.from_training(spec, train.features, trainer.predict_proba(fitted.model, train.features))
             export.metadata["drift_profile"] = profile.to_json()
@@ -104,6 +111,8 @@ def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate |
         tag = None
         if passed:
             metadata = _bento_metadata(trainer, run.info.run_id, settings, data, metrics, extra, quick)
+            if comparison is not None:
+                metadata["comparison"] = comparison
             labels = {"task": spec.task, "quick": str(quick).lower(), "gate": "passed"}
             stored_as = f"{name}:{versions.quick_version()}" if quick else name
             tag = str(trainer.save_to_bentoml(fitted.model, stored_as, labels, metadata | export.metadata, export).tag)
@@ -116,6 +125,51 @@ def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate |
         _say(f"[{name}] FAILED its quality gate, not saved: {'; '.join(failures)}")
     return RunResult(name, passed, metrics, seconds, run.info.run_id, tag, failures,
                      len(data.skipped_files), fitted.model)
+
+
+def _compare_with_served(trainer: Trainer, gate: Gate, metrics: dict[str, float], test: Dataset,
+                         accept_worse: bool) -> dict[str, Any] | None:
+    """The relative gate: the candidate against the newest full model (what is served
+    unless pinned) on the candidate's test rows, so both are judged on the same data even
+    when it changed. None when there is nothing to compare with."""
+    import mlflow
+
+    from service import versions
+
+    spec = trainer.spec
+    served = versions.full_versions(spec.name)
+    if not served:
+        _say(f"[{spec.name}] no full model stored yet: nothing to compare with")
+        return None
+    champion = served[0]
+    if champion.info.metadata.get("spec_fingerprint") != spec.fingerprint():
+        _say(f"[{spec.name}] {champion.tag} was trained for another input schema: not compared")
+        mlflow.set_tag("relative_gate", "not comparable")
+        return {"champion": str(champion.tag), "accepted": True, "reason": "another input schema"}
+    champion_metrics = evaluation.classification_metrics(test.labels,
+                                                         trainer.stored_predict_proba(champion, test.features))
+    lost = gate.lost_by(metrics, champion_metrics)
+    better = gate.beats(metrics, champion_metrics)
+    verdict = "passed" if better else ("overridden" if accept_worse else "failed")
+    rows = [f"{'metric':<10} {'served':>10} {'candidate':>10} {'change':>10}"]
+    for key in sorted(set(metrics) & set(champion_metrics)):
+        if not key.startswith("baseline"):
+            mark = "  <- compared" if key == gate.primary else ""
+            rows.append(f"{key:<10} {champion_metrics[key]:>10.4f} {metrics[key]:>10.4f} "
+                        f"{metrics[key] - champion_metrics[key]:>+10.4f}{mark}")
+    table = "\n".join([f"{spec.name}: candidate vs served {champion.tag} on the same {len(test)} test rows",
+                       *rows, f"relative gate: {verdict} ({gate.primary} worse by {max(lost, 0):.4f}, "
+                              f"tolerance {gate.tolerance})"])
+    _say(table)
+    mlflow.log_text(table, "comparison.txt")
+    mlflow.log_metrics({f"served_{key}": value for key, value in champion_metrics.items()})
+    mlflow.set_tags({"compared_with": str(champion.tag), "relative_gate": verdict})
+    reason = (f"worse than the served {champion.tag} on {gate.primary} by {lost:.4f} "
+              f"(tolerance {gate.tolerance}; --accept-worse overrides)")
+    return {"champion": str(champion.tag), "metric": gate.primary, "tolerance": gate.tolerance,
+            "champion_metrics": champion_metrics, "candidate_metrics": dict(metrics), "lost_by": lost,
+            "accepted": better or accept_worse, "override": accept_worse and not better,
+            "reason": reason if not better else "not worse"}
 
 
 def _evaluate(trainer: Trainer, model: Any, train: Dataset, held_out: Dataset, prefix: str) -> dict[str, float]:

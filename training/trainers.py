@@ -30,6 +30,7 @@ from sklearn.svm import SVC
 
 from service.litert import runtime_version as litert_version
 from service.preprocessing import KOBE_CATEGORY_CODES, MODEL_MATRICES, kobe_model_matrix
+from service.runtime import cpu_count
 from service.specs import (
     ARRAYS_MODEL_FILE,
     DIGITS,
@@ -80,6 +81,11 @@ class Trainer(ABC):
     @abstractmethod
     def predict_proba(self, model: Any, features: Any) -> np.ndarray: ...
 
+    @abstractmethod
+    def stored_predict_proba(self, stored: Any, features: Any) -> np.ndarray:
+        """Probabilities of a model from the BentoML store (a bentoml.Model) on training-form
+        features: how a candidate is compared with the served model on the same rows."""
+
     def export(self, model: Any, test: Dataset) -> Export:
         """The serving form of a model that passed its gate, checked on the test split."""
         return Export()
@@ -115,6 +121,11 @@ class SklearnTrainer(Trainer):
 
     def predict_proba(self, model: Any, features: Any) -> np.ndarray:
         return np.asarray(model.predict_proba(features))
+
+    def stored_predict_proba(self, stored: Any, features: Any) -> np.ndarray:
+        import bentoml
+
+        return self.predict_proba(bentoml.sklearn.load_model(stored), features)
 
     def export(self, model: Any, test: Dataset) -> Export:
         """The arrays the service runs (training/arrays.py), checked against scikit-learn on
@@ -287,6 +298,13 @@ class MalariaTrainer(Trainer):
         parts = [np.asarray(model(features[i:i + 256], training=False))
                  for i in range(0, len(features), 256)]
         return np.concatenate(parts)
+
+    def stored_predict_proba(self, stored: Any, features: Any) -> np.ndarray:
+        """From the LiteRT file: what the service runs."""
+        from service.litert import LiteRTModel
+
+        served = LiteRTModel(Path(stored.path_of(LITERT_MODEL_FILE)).read_bytes(), threads=cpu_count())
+        return np.concatenate([served(features[i:i + 256]) for i in range(0, len(features), 256)])
 
     def export(self, model: Any, test: Dataset) -> Export:
         """The .keras file (the source of truth) and its LiteRT conversion, which the service runs."""

@@ -46,6 +46,29 @@ def test_gate_reports_each_missed_threshold():
     assert len(gate.failures({})) == 3
 
 
+def test_the_relative_gate_knows_which_way_is_better():
+    by_accuracy = Gate(primary="accuracy", tolerance=0.01)
+    assert by_accuracy.lost_by({"accuracy": 0.90}, {"accuracy": 0.95}) == pytest.approx(0.05)
+    assert not by_accuracy.beats({"accuracy": 0.90}, {"accuracy": 0.95})
+    assert by_accuracy.beats({"accuracy": 0.945}, {"accuracy": 0.95})  # within the tolerance
+    assert by_accuracy.beats({"accuracy": 0.99}, {"accuracy": 0.95})
+    by_loss = Gate(primary="log_loss", tolerance=0.002)
+    assert by_loss.lost_by({"log_loss": 0.62}, {"log_loss": 0.60}) == pytest.approx(0.02)
+    assert not by_loss.beats({"log_loss": 0.62}, {"log_loss": 0.60})
+    assert by_loss.beats({"log_loss": 0.58}, {"log_loss": 0.60})
+    assert all(spec.gate.primary in spec.gate.minimum or spec.gate.primary in spec.gate.maximum
+               or spec.gate.primary == "log_loss" for spec in SPECS.values())
+
+
+def test_a_gate_on_an_unmeasured_metric_is_refused():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="a gate compares on one of"):
+        replace(KOBE, gate=Gate(primary="precision"))
+    with pytest.raises(ValueError, match="a gate compares on one of"):
+        replace(KOBE, gate=Gate(primary="accuracy", tolerance=-0.1))
+
+
 def test_unknown_model_name_lists_the_known_ones():
     with pytest.raises(KeyError, match="digits"):
         get_spec("resnet")
