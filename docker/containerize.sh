@@ -6,7 +6,7 @@
 #
 # Every build gets a new bento version, so a new image tag: a node that cached the last
 # image cannot keep serving it under the same name, and the Deployment sees a change.
-# Normal machines: BentoML's default base image (python:3.11-slim from Docker Hub).
+# Normal machines: the service's RUNTIME_IMAGE (service/service.py: python:3.11-slim as it is).
 # Offline (OFFLINE_BASE_IMAGE set): the same bentofile.yaml with docker.base_image set to
 # that image (see docker/offline-base.sh), written to a temporary copy; nothing else
 # differs. The build uses the host network (--opt network=host) when offline or when

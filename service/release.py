@@ -1,8 +1,8 @@
 """What this server is: the project's version (the API's, in /docs.json) and the build's
 (`service_version` in /metrics, `x-build` in /docs.json).
 
-A built image is a bento: its version is the image tag (docker/containerize.sh), so a
-scrape or a client can tell which build answered. Served from the source tree, the build
+A built image is a bento: its version is the image tag (docker/containerize.sh, unless
+given another), so a scrape or a client can tell which build answered. Served from the source tree, the build
 is `PROJECT_VERSION+dev`: never mistaken for an image.
 """
 

@@ -1,5 +1,6 @@
 """Which stored version of each model is served, built and scored: one rule, used by the
-service, `bentoml build`, batch scoring and `python -m training --only-missing`.
+service, `bentoml build` and batch scoring. (`python -m training --only-missing` asks
+whether a full model of the current spec is stored: full_versions, pins aside.)
 
 - `NAME_MODEL_VERSION` set: exactly that version (a quick one too: asking by its exact
   version is the only way to serve one).

@@ -18,8 +18,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="train on a small subset with a lenient gate (tests, smoke runs)")
     parser.add_argument("--only-missing", action="store_true",
-                        help="skip models whose served version is stored and trained under the "
-                             "current spec (quick models count only with --quick)")
+                        help="skip models with a full version stored that was trained under the "
+                             "current spec (quick versions count only with --quick)")
     parser.add_argument("--accept-worse", action="store_true",
                         help="save a candidate that is worse than the served model on its primary metric "
                              "(the relative gate; recorded in MLflow and the model's metadata)")
