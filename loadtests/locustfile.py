@@ -248,7 +248,7 @@ def verdict_section(found: list[Verdict]) -> str:
     shown = {True: "pass", False: "FAIL", None: f"not judged (< {MIN_REQUESTS_FOR_P99} requests)"}
     rows = "".join(
         f"<tr><td>{html.escape(v.check)}</td><td>{html.escape(v.bound)}</td><td>{html.escape(v.measured)}</td>"
-        f"<td style=\"color:{'#b00' if v.passed is False else 'inherit'}\">{shown[v.passed]}</td></tr>"
+        f"<td style=\"color:{'#b00' if v.passed is False else 'inherit'}\">{html.escape(shown[v.passed])}</td></tr>"
         for v in found)
     title = f"Thresholds: FAILED ({len(failed)})" if failed else "Thresholds: passed"
     return (f'<section id="thresholds" style="font-family:sans-serif;margin:1em">'

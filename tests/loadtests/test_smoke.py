@@ -41,6 +41,8 @@ def test_smoke_load_has_no_errors(server, settings, tmp_path):
     assert "Thresholds: passed" in section and "failure ratio" in section
     assert "POST /iris p99</td><td>&lt;= 1000 ms" in section  # the bound, scaled by LOADTEST_P99_SCALE=10
     assert re.search(r"POST /iris p99</td><td>[^<]*</td><td>\d+ ms</td><td[^>]*>pass<", section), section
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", section)  # the text is escaped: every cell whole
+    assert len(cells) == 4 * section.count("<tr><td>") and all(c.strip() for c in cells), section
 
 
 def test_a_failed_threshold_fails_the_run_and_heads_the_report(server, settings, tmp_path):
