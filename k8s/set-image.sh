@@ -17,6 +17,10 @@ if [ "$name" = "$image" ] || [[ "$tag" == */* ]] || [ -z "$name" ] || [ -z "$tag
   echo "set-image.sh: '$image' has no tag; use the one docker/containerize.sh printed" >&2
   exit 2
 fi
+if ! [[ "$image" =~ ^[A-Za-z0-9._/:-]+$ ]]; then  # an image reference; nothing sed would read as syntax
+  echo "set-image.sh: '$image' is not an image reference (letters, digits, . _ / : - only)" >&2
+  exit 2
+fi
 if [ "$tag" = latest ]; then
   echo "set-image.sh: ':latest' never rolls out (the tag does not change); use the bento's version" >&2
   exit 2

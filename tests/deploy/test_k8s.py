@@ -182,7 +182,8 @@ def test_set_image_writes_the_kustomization_and_the_image_reaches_the_container(
         deployment = next(d for d in render(copied) if d["kind"] == "Deployment")
         assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image
     before = (copied / "kustomization.yaml").read_text()
-    for bad in ("model-serving", "model-serving:latest", "registry.example:5000/model-serving"):
+    for bad in ("model-serving", "model-serving:latest", "registry.example:5000/model-serving",
+                "model-serving:a&b", "evil|name:tag", "model serving:tag"):
         done = subprocess.run([str(copied / "set-image.sh"), bad], capture_output=True, text=True, timeout=30)
         assert done.returncode == 2 and "set-image.sh:" in done.stderr, (bad, done.stderr)
     assert (copied / "kustomization.yaml").read_text() == before
