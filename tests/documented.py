@@ -74,7 +74,7 @@ RULES = (
     Rule(r".", "elsewhere", "tests/service/test_fifth_model.py|guide_blocks", document=r"docs/adding-a-model\.md"),
     # --- run as written, against the server
     Rule(r"curl -s localhost:3000/", "run"),
-    Rule(r"export DATA_DIR=\.\./shared/data$", "run"),
+    Rule(r"export DATA_DIR=\$\{DATA_DIR:-\.\./shared/data\}$", "run"),
     Rule(r"\.venv/bin/python -m loadtests\.drift_plot ", "run"),
     Rule(r"\.venv/bin/python -m service\.batch ", "run"),
     Rule(r"\.venv/bin/locust ", "run"),
