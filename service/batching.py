@@ -33,7 +33,11 @@ import numpy as np
 from service.errors import Overloaded
 from service.runtime import ServedModel
 
-__all__ = ["ModelBatcher", "Overloaded"]
+__all__ = ["AfterBatch", "ModelBatcher", "Overloaded"]
+
+AfterBatch = Callable[[Sequence[Any], np.ndarray, float], None]
+"""(each request's rows, the batch's probabilities, the model call's seconds): run once the
+batch's callers have their answers (the drift monitor, the shadow)."""
 
 
 @dataclass
@@ -74,13 +78,12 @@ class BatchCost:
 
 class ModelBatcher:
     def __init__(self, model: ServedModel, observe: Callable[[str, int, int], None], enabled: bool = True,
-                 after_batch: Callable[[Sequence[Any], np.ndarray], None] | None = None) -> None:
+                 after_batch: Sequence[AfterBatch] = ()) -> None:
         self.model = model
         self.enabled = enabled
         """False: every request is its own model call, on a pool thread (for comparisons)."""
-        self._after_batch = after_batch
-        """Called with (each request's rows, the probabilities) on the model's thread once the
-        batch's callers have their answers (the drift monitor)."""
+        self._after_batch = tuple(after_batch)
+        """Run on the model's thread behind the batch (on the loop after an inline call)."""
         batching = model.spec.batching
         self.max_batch_size = batching.max_batch_size
         self.max_latency = batching.max_latency_ms / 1000
@@ -197,7 +200,13 @@ class ModelBatcher:
         hook (default: queued on the model's thread, behind this batch)."""
         sizes = [len(part) for part in parts]
         self._observe(self.model.spec.name, len(parts), sum(sizes))
+        started = time.perf_counter()
         probabilities = self.model.predict_proba(self.model.combine(parts))
-        if self._after_batch is not None:  # off the callers' path
-            (defer or self._thread.submit)(self._after_batch, parts, probabilities)
+        seconds = time.perf_counter() - started
+        for hook in self._after_batch:  # off the callers' path
+            (defer or self._thread.submit)(hook, parts, probabilities, seconds)
         return np.split(probabilities, np.cumsum(sizes)[:-1])
+
+    def busy(self) -> bool:
+        """Requests are waiting for this model (what the shadow gives way to)."""
+        return bool(self._queue) or self._running >= self.slots

@@ -250,9 +250,10 @@ class DriftMonitor:
     def window_size(self) -> int:
         return len(self._ring)
 
-    def observe(self, parts: Sequence[Any], probabilities: np.ndarray) -> None:
+    def observe(self, parts: Sequence[Any], probabilities: np.ndarray, seconds: float = 0.0) -> None:
         """Add a batch (each request's validated rows, the batch's probabilities) to the window.
-        Runs after the batch, on the model's thread; a failure is logged, never seen by a request."""
+        Runs after the batch, on the model's thread (a batching.AfterBatch hook: `seconds`
+        is not used); a failure is logged, never seen by a request."""
         try:
             rows = np.concatenate(parts) if self.spec.image else [row for part in parts for row in part]
             columns = [f.bins(values) for f, values in

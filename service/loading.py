@@ -15,13 +15,14 @@ import threading
 import time
 from typing import Any
 
-from service.batching import ModelBatcher
+from service.batching import AfterBatch, ModelBatcher
 from service.drift import DriftGauges, DriftMonitor, Profile, configured_window
 from service.errors import NotFound, NotReady
 from service.instruments import Instruments
 from service.runtime import cpu_count, load, warm_up
+from service.shadow import Shadow, ShadowMetrics, configured_fraction, configured_queue
 from service.specs import SPECS
-from service.versions import NoServableModel, served_tag
+from service.versions import NoServableModel, served_tag, shadow_tag
 
 logger = logging.getLogger("bentoml.service.model_serving")
 
@@ -29,21 +30,24 @@ ADAPTIVE_BATCHING = os.environ.get("ADAPTIVE_BATCHING", "on").lower() not in ("o
 """ADAPTIVE_BATCHING=off serves every request with its own model call (for comparisons)."""
 
 
-def ref_attribute(name: str) -> str:
-    return f"{name}_model"
+def ref_attribute(name: str, shadow: bool = False) -> str:
+    return f"{name}_shadow_model" if shadow else f"{name}_model"
 
 
 def add_model_refs(service_class: type) -> None:
-    """One `bentoml.models.BentoModel` per spec at class scope (`iris_model`, ...): so
-    `bentoml build` packages exactly the served versions (service/versions.py says which),
-    and the worker finds them. NoServableModel stops `bentoml serve` and `bentoml build`
-    at start, saying what to train or pin."""
+    """One `bentoml.models.BentoModel` per spec at class scope (`iris_model`, ...), and one
+    per shadowed model (`iris_shadow_model`): so `bentoml build` packages exactly the
+    served versions, and the challenger only when shadowing is configured
+    (service/versions.py says which), and the worker finds them. NoServableModel stops
+    `bentoml serve` and `bentoml build` at start, saying what to train or pin."""
     import bentoml
 
     unservable = []
     for name in SPECS:
         try:
             setattr(service_class, ref_attribute(name), bentoml.models.BentoModel(served_tag(name)))
+            if (shadow := shadow_tag(name)) is not None:
+                setattr(service_class, ref_attribute(name, shadow=True), bentoml.models.BentoModel(shadow))
         except NoServableModel as exc:
             unservable.append(str(exc))
     if unservable:
@@ -55,9 +59,12 @@ class ServedModels:
 
     def __init__(self, service: Any, instruments: Instruments) -> None:
         self._refs = {name: getattr(service, ref_attribute(name)) for name in SPECS}
+        self._shadow_refs = {name: getattr(service, ref_attribute(name, shadow=True)) for name in SPECS
+                             if hasattr(service, ref_attribute(name, shadow=True))}
         self._instruments = instruments
         self._batchers: dict[str, ModelBatcher] = {}
         self._monitors: dict[str, DriftMonitor] = {}
+        self._shadows: dict[str, Shadow] = {}
         self._load_error: str | None = None
         self.drift_window = configured_window()
         # The CNN (LiteRT) gets every CPU of the container; the array models run
@@ -97,27 +104,52 @@ class ServedModels:
             raise NotFound("drift monitoring is off (DRIFT_WINDOW=0)")
         return self._monitors[name]
 
+    def shadow(self, name: str) -> Shadow:
+        self.batcher(name)  # 404 or 503 first
+        if name not in self._shadows:
+            raise NotFound(f"shadowing is off for {name} ({name.upper()}_SHADOW_VERSION is not set)")
+        return self._shadows[name]
+
+    def shadow_tags(self) -> dict[str, str]:
+        """The shadowed models: name -> the challenger's tag."""
+        return {name: shadow.challenger.tag for name, shadow in self._shadows.items()}
+
     def _load_all(self) -> None:
         try:
             gauges = DriftGauges() if self.drift_window else None
-            batchers, monitors = {}, {}
+            shadow_metrics = ShadowMetrics() if self._shadow_refs else None
+            fraction, queue_size = (configured_fraction(), configured_queue()) if self._shadow_refs else (1.0, 1)
+            batchers, monitors, shadows = {}, {}, {}
             for name, ref in self._refs.items():
                 started = time.perf_counter()
                 model = load(SPECS[name], ref, self.threads)  # class-scope refs resolve to stored models
+                hooks: list[AfterBatch] = []
                 if gauges is not None:
                     monitors[name] = DriftMonitor(model.spec, Profile.of_model(model.tag, model.metadata),
                                                   self.drift_window, gauges.publish)
+                    hooks.append(monitors[name].observe)
                 loaded = time.perf_counter()
                 warm_up(model)
-                batchers[name] = ModelBatcher(model, self._instruments.observe_batch, enabled=ADAPTIVE_BATCHING,
-                                              after_batch=monitors[name].observe if name in monitors else None)
-                logger.info("loaded %s in %.3f s, warmed up in %.3f s", model.tag, loaded - started,
-                            time.perf_counter() - loaded)
+                shadow = None
+                if name in self._shadow_refs:  # one thread: the shadow never takes the champion's cores
+                    challenger = load(SPECS[name], self._shadow_refs[name], threads=1)
+                    warm_up(challenger)
+                    shadow = shadows[name] = Shadow(model, challenger, fraction, queue_size, shadow_metrics)
+                    hooks.append(shadow.offer)
+                batcher = ModelBatcher(model, self._instruments.observe_batch, enabled=ADAPTIVE_BATCHING,
+                                       after_batch=hooks)
+                if shadow is not None:
+                    shadow.give_way_to(batcher.busy)
+                batchers[name] = batcher
+                logger.info("loaded %s in %.3f s, warmed up in %.3f s%s", model.tag, loaded - started,
+                            time.perf_counter() - loaded,
+                            f"; shadowed by {shadows[name].challenger.tag}" if name in shadows else "")
             # Move everything loaded so far out of the collector's sight: full collections
             # then walk only per-request objects, not the models' object graphs.
             gc.collect()
             gc.freeze()
             self._monitors = monitors
+            self._shadows = shadows
             self._batchers = batchers
         except Exception as exc:  # noqa: BLE001 - reported by every 503 and the log
             logger.exception("loading the models failed")

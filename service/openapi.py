@@ -71,11 +71,12 @@ def contract(generated: dict[str, Any], api_routes: set[str], models: list[str],
                     responses["413"] = _error("the body is larger than MAX_BODY_BYTES")
                     responses["415"] = _error("neither JSON nor the binary extension's octet-stream, or a "
                                               "compressed body (Content-Encoding)")
-            elif path in ("/models", "/models/{name}/drift"):
+            elif path in ("/models", "/models/{name}/drift", "/models/{name}/shadow"):
                 responses.pop("422", None)
                 responses["503"] = _error("the models are still loading", headers=RETRY_AFTER)
                 if "{name}" in path:
-                    responses["404"] = _error("unknown model, or monitoring off")
+                    responses["404"] = _error("unknown model, or monitoring off" if path.endswith("drift")
+                                              else "unknown model, or shadowing off for it")
             elif path == "/readyz":
                 responses["503"] = _error("not ready: a model is still loading or failed to load")
     return document

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from service import arrays
+from service import arrays, versions
 from service.preprocessing import MODEL_MATRICES, records_columns, records_frame
 from service.specs import ARRAYS_MODEL_FILE, LITERT_MODEL_FILE, ModelSpec
 
@@ -53,6 +53,8 @@ class ServedModel:
     matrix: Callable[[Any], np.ndarray] | None = None
     """Columns -> the model's matrix, where the trained pipeline starts with this step
     (preprocessing.MODEL_MATRICES) and predict_proba runs the rest of it."""
+    role: str | None = None
+    """champion or challenger, from the stored model's labels (service/versions.py)."""
 
     @property
     def version(self) -> str:
@@ -85,7 +87,7 @@ def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
         from service.litert import LiteRTModel
 
         model = LiteRTModel(Path(stored.path_of(LITERT_MODEL_FILE)).read_bytes(), threads)
-        return ServedModel(spec, str(stored.tag), metadata, model, "litert")
+        return ServedModel(spec, str(stored.tag), metadata, model, "litert", role=versions.role(stored))
     if ARRAYS_MODEL_FILE not in files:  # the fingerprint check above should have caught it
         raise RuntimeError(f"{stored.tag} has neither {LITERT_MODEL_FILE} nor {ARRAYS_MODEL_FILE} (the service "
                            f"runs neither Keras nor scikit-learn): retrain it (python -m training {spec.name})")
@@ -105,7 +107,7 @@ def load(spec: ModelSpec, stored: Any, threads: int) -> ServedModel:
             single_threaded.set = True
         return model(rows)
 
-    return ServedModel(spec, str(stored.tag), metadata, predict, "arrays", matrix)
+    return ServedModel(spec, str(stored.tag), metadata, predict, "arrays", matrix, role=versions.role(stored))
 
 
 def one_thread_per_call() -> None:

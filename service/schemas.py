@@ -174,6 +174,9 @@ class ModelInfo(BaseModel):
     max_latency_ms: int
     features: list[FeatureInfo]
     image: ImageInfo | None = None
+    role: str | None = Field(None, description="champion or challenger, when the build or store says so")
+    shadow: str | None = Field(None, description="the challenger's tag when shadowing is on "
+                                                 "(GET /models/{name}/shadow reports it)")
 
 
 class ModelsResponse(BaseModel):

@@ -33,6 +33,7 @@ from service.preprocessing import quiet_image_warnings
 from service.routes import ROUTES, add_typed_routes, endpoints
 from service.runtime import ServedModel
 from service.schemas import FeatureInfo, ImageInfo, ModelInfo, ModelsResponse, Prediction, Predictions
+from service.shadow import ShadowReport
 from service.specs import SPECS
 from service.v2_app import v2_app
 
@@ -93,12 +94,19 @@ class ModelServing:
     @info_app.get("/models", response_model=ModelsResponse)
     def list_models(self) -> ModelsResponse:
         """The served models: tags, metrics, MLflow run ids and input schemas."""
-        return ModelsResponse(models=[model_info(batcher.model) for batcher in self.models.all()])
+        shadows = self.models.shadow_tags()
+        return ModelsResponse(models=[model_info(batcher.model, shadows.get(batcher.model.spec.name))
+                                      for batcher in self.models.all()])
 
     @info_app.get("/models/{name}/drift", response_model=DriftReport)
     def model_drift(self, name: str) -> DriftReport:
         """Recent inputs and predictions of a model compared with its training data (PSI per feature)."""
         return self.models.drift(name).report()
+
+    @info_app.get("/models/{name}/shadow", response_model=ShadowReport)
+    def model_shadow(self, name: str) -> ShadowReport:
+        """How the challenger (NAME_SHADOW_VERSION) answers the sampled requests next to the champion."""
+        return self.models.shadow(name).report()
 
 
 
@@ -122,7 +130,7 @@ def label(model: ServedModel, probabilities: np.ndarray) -> Predictions:
     ])
 
 
-def model_info(model: ServedModel) -> ModelInfo:
+def model_info(model: ServedModel, shadow: str | None = None) -> ModelInfo:
     spec, meta = model.spec, model.metadata
     return ModelInfo(
         name=spec.name, tag=model.tag, task=spec.task, endpoints=endpoints(spec.name),
@@ -133,4 +141,5 @@ def model_info(model: ServedModel) -> ModelInfo:
         max_batch_size=spec.batching.max_batch_size, max_latency_ms=spec.batching.max_latency_ms,
         features=[FeatureInfo(**f) for f in spec.schema()["features"]],
         image=ImageInfo(**spec.schema()["image"]) if spec.image else None,
+        role=model.role, shadow=shadow,
     )

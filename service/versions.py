@@ -1,14 +1,22 @@
-"""Which stored version of each model is served, built and scored: one rule, used by the
-service, `bentoml build` and batch scoring. (`python -m training --only-missing` asks
-whether a full model of the current spec is stored: full_versions, pins aside.)
+"""Which stored version of each model is served, shadowed, built and scored: one rule,
+used by the service, `bentoml build`, batch scoring and training (the relative gate
+compares with the champion; `--only-missing` asks whether it fits the current spec).
 
+Served (served_tag):
 - `NAME_MODEL_VERSION` set: exactly that version (a quick one too: asking by its exact
   version is the only way to serve one).
-- In a built image (BentoML's `BENTO_PATH`, models under it): the version the image holds,
-  chosen when it was built.
-- Otherwise the newest *full* version: a smoke run (`--quick`) never becomes what is
-  served or built, whatever BentoML's `latest` points at.
+- In a built image (BentoML's `BENTO_PATH`, models under it): the champion the image
+  holds, chosen when it was built (never the shadow it may also hold).
+- Otherwise the *champion*: the version whose label `role` is `champion` (training and
+  `python -m training promote/rollback` set it, training/roles.py); in a store from before
+  roles, the newest full version. A smoke run (`--quick`) never gets a role, and BentoML's
+  `latest` is not used.
 
+Shadowed (shadow_tag): `NAME_SHADOW_VERSION=challenger` (the version labelled so) or an
+exact version; unset, none.
+
+The roles live in each model's own labels (model.yaml), so they travel into a built image
+and serving needs no MLflow; training/roles.py keeps MLflow's aliases in step.
 Quick models are saved as `NAME:quick-...` so `bentoml models list` shows them as such.
 """
 
@@ -22,6 +30,12 @@ QUICK_PREFIX = "quick-"
 """Version prefix of models trained with `--quick` (tests and smoke runs)."""
 
 
+ROLE_LABEL = "role"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+ROLES = (CHAMPION, CHALLENGER)
+
+
 class NoServableModel(LookupError):
     """The store holds no version of a model that may be served without being pinned."""
 
@@ -29,6 +43,17 @@ class NoServableModel(LookupError):
 def pinned_version(name: str) -> str | None:
     """NAME_MODEL_VERSION: the exact version to use, or None."""
     return os.environ.get(f"{name.upper()}_MODEL_VERSION") or None
+
+
+def shadow_setting(name: str) -> str | None:
+    """NAME_SHADOW_VERSION: `challenger` or an exact version to shadow the served one, or None."""
+    return os.environ.get(f"{name.upper()}_SHADOW_VERSION") or None
+
+
+def role(model: Any) -> str | None:
+    """`champion`, `challenger` or None, from the model's labels."""
+    value = model.info.labels.get(ROLE_LABEL)
+    return value if value in ROLES else None
 
 
 def is_quick(model: Any) -> bool:
@@ -70,16 +95,28 @@ def quick_versions(name: str) -> list[Any]:
     return [model for model in stored_versions(name) if is_quick(model)]
 
 
+def with_role(name: str, wanted: str) -> Any | None:
+    """The stored version labelled `wanted` (champion or challenger), or None."""
+    return next((model for model in full_versions(name) if role(model) == wanted), None)
+
+
+def champion(name: str) -> Any | None:
+    """The champion (bentoml.Model): labelled so, else (a store from before roles) the
+    newest full version without a role; None when there is none."""
+    full = full_versions(name)
+    return next((model for model in full if role(model) == CHAMPION),
+                next((model for model in full if role(model) is None), None))
+
+
 def served_tag(name: str) -> str:
     """The tag (`name:version`) to serve; NoServableModel says what to do when there is none."""
     if (version := pinned_version(name)) is not None:
         return f"{name}:{version}"
     stored = stored_versions(name)
     if _in_built_image(stored):
-        return str(stored[0].tag)
-    full = [model for model in stored if not is_quick(model)]
-    if full:
-        return str(full[0].tag)
+        return str(_held_champion(name, stored).tag)
+    if (best := champion(name)) is not None:
+        return str(best.tag)
     home = os.environ.get("BENTOML_HOME", "~/bentoml")
     quick = ", ".join(str(model.tag) for model in stored[:3])
     raise NoServableModel(
@@ -87,3 +124,32 @@ def served_tag(name: str) -> str:
         + (f"; quick ones ({quick}) are served only when pinned, e.g. "
            f"{name.upper()}_MODEL_VERSION={stored[0].tag.version}" if stored else "")
         + f". Train it: python -m training {name}")
+
+
+def _held_champion(name: str, held: list[Any]) -> Any:
+    """What an image serves: of the versions it holds, those that are not the shadow; the
+    one labelled champion among them, else the only one (a pinned build)."""
+    shadow = shadow_setting(name)
+    served = [model for model in held if not (
+        (shadow == CHALLENGER and role(model) == CHALLENGER) or str(model.tag.version) == shadow)]
+    labelled = [model for model in served if role(model) == CHAMPION]
+    if labelled or len(served) == 1:
+        return (labelled or served)[0]
+    raise NoServableModel(
+        f"the image holds {', '.join(str(model.tag) for model in held)} and none is labelled champion: set "
+        f"{name.upper()}_MODEL_VERSION or {name.upper()}_SHADOW_VERSION as when it was built")
+
+
+def shadow_tag(name: str) -> str | None:
+    """The tag to shadow the served model with (NAME_SHADOW_VERSION), or None when off;
+    NoServableModel when shadowing is asked for and there is no such version."""
+    setting = shadow_setting(name)
+    if setting is None:
+        return None
+    if setting != CHALLENGER:
+        return f"{name}:{setting}"
+    if (model := with_role(name, CHALLENGER)) is None:
+        raise NoServableModel(
+            f"{name.upper()}_SHADOW_VERSION=challenger, but no {name} version is the challenger "
+            f"(python -m training status {name}); train one, or unset it")
+    return str(model.tag)

@@ -68,6 +68,31 @@ def quick_models(settings):
 
 
 @pytest.fixture(scope="session")
+def challengers(quick_models, settings):
+    """A second quick model of every name (another seed): the shadows of shadowed_server."""
+    from dataclasses import replace
+
+    from service.specs import SPECS
+    from training.pipeline import train_model
+
+    results = {name: train_model(name, replace(settings, seed=7), quick=True) for name in SPECS}
+    assert all(r.passed for r in results.values()), {n: r.gate_failures for n, r in results.items()}
+    return results
+
+
+@pytest.fixture(scope="session")
+def shadowed_server(challengers) -> Iterator[Server]:
+    """The service over the session's quick models, each shadowed by its challenger."""
+    env = {f"{name.upper()}_SHADOW_VERSION": result.tag.split(":", 1)[1] for name, result in challengers.items()}
+    server = Server(env)
+    try:
+        server.wait("/readyz")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def malaria_image_paths(settings) -> dict[str, list[Path]]:
     """A few real cell images of each class."""
     root = settings.data_dir / "malaria" / "cell_images"

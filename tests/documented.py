@@ -79,6 +79,9 @@ RULES = (
     Rule(r"\.venv/bin/python -m service\.batch ", "run"),
     Rule(r"\.venv/bin/locust ", "run"),
     Rule(r"\.venv/bin/bentoml models (list$|get )", "run"),
+    Rule(r"\.venv/bin/python -m training status", "run"),
+    Rule(r"\.venv/bin/python -m training (promote|rollback) ", "elsewhere",
+         "tests/training/test_roles.py|run_cli(\"promote\", \"iris\""),
     Rule(r"\.venv/bin/mlflow ui ", "background"),
     # --- the two set-up commands
     Rule(r"make run$", "elsewhere", "tests/unit/test_docs.py|make\", \"-n\", \"run\""),

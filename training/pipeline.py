@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 from service import versions
 from service.drift import Profile
 from service.specs import Gate
-from training import evaluation, tracking
+from training import evaluation, roles, tracking
 from training.datasets import Dataset, take_rows
 from training.settings import Settings
 from training.trainers import TRAINERS, Export, Trainer
@@ -37,6 +37,8 @@ class RunResult:
     """BentoML tag of the saved model; None when the gate kept it out of the store."""
     gate_failures: list[str] = field(default_factory=list)
     skipped_files: int = 0
+    role: str | None = None
+    """`champion` or `challenger` for a saved full model (training/roles.py); None otherwise."""
     fitted_model: Any = field(default=None, repr=False)
     """The fitted model in memory (for callers that keep using it)."""
 
@@ -53,7 +55,7 @@ def split(data: Dataset, seed: int) -> tuple[Dataset, Dataset, Dataset]:
 def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate | None = None,
                 accept_worse: bool = False) -> RunResult:
     """Train, evaluate and track one model; save it to BentoML only if it passes its gate and,
-    unless `accept_worse` (recorded), is not worse than the served model (the relative gate)."""
+    unless `accept_worse` (recorded), is not worse than the champion (the relative gate)."""
     import mlflow
 
     trainer = TRAINERS[name]
@@ -93,7 +95,7 @@ def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate |
         failures += export.failures
         comparison = None
         if not failures and not quick:  # a smoke run never competes with full models
-            comparison = _compare_with_served(trainer, gate, metrics, test, accept_worse)
+            comparison = _compare_with_champion(trainer, gate, metrics, test, accept_worse)
             if comparison is not None and not comparison["accepted"]:
                 failures.append(comparison["reason"])
         if not failures:  # the reference the service's drift monitor compares traffic with
@@ -108,40 +110,46 @@ def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate |
         # A quick model is a smoke run: tracked, never a candidate in the registry.
         trainer.log_to_mlflow(fitted.model, registered_name=name if passed and not quick else None)
 
-        tag = None
+        tag, role = None, None
         if passed:
             metadata = _bento_metadata(trainer, run.info.run_id, settings, data, metrics, extra, quick)
             if comparison is not None:
                 metadata["comparison"] = comparison
             labels = {"task": spec.task, "quick": str(quick).lower(), "gate": "passed"}
+            if not quick:  # a smoke run never gets a role
+                role = labels[versions.ROLE_LABEL] = roles.role_for_new(name)
             stored_as = f"{name}:{versions.quick_version()}" if quick else name
             tag = str(trainer.save_to_bentoml(fitted.model, stored_as, labels, metadata | export.metadata, export).tag)
-            mlflow.set_tag("bentoml_tag", tag)
+            mlflow.set_tags({"bentoml_tag": tag, **({"role": role} if role else {})})
+    if role is not None:
+        try:
+            roles.assign_new(settings, name, tag)
+        except roles.RoleError as exc:
+            failures.append(f"saved as {tag} ({role}), but MLflow's aliases could not follow: {exc}")
 
     seconds = time.perf_counter() - started
+    passed = not failures
     if passed:
-        _say(f"[{name}] saved {tag} in {seconds:.0f} s")
+        _say(f"[{name}] saved {tag} in {seconds:.0f} s" + (f" as the {role}" if role else "")
+             + (f" (python -m training promote {name} makes it the champion)" if role == versions.CHALLENGER else ""))
     else:
         _say(f"[{name}] FAILED its quality gate, not saved: {'; '.join(failures)}")
     return RunResult(name, passed, metrics, seconds, run.info.run_id, tag, failures,
-                     len(data.skipped_files), fitted.model)
+                     skipped_files=len(data.skipped_files), role=role, fitted_model=fitted.model)
 
 
-def _compare_with_served(trainer: Trainer, gate: Gate, metrics: dict[str, float], test: Dataset,
+def _compare_with_champion(trainer: Trainer, gate: Gate, metrics: dict[str, float], test: Dataset,
                          accept_worse: bool) -> dict[str, Any] | None:
-    """The relative gate: the candidate against the newest full model (what is served
-    unless pinned) on the candidate's test rows, so both are judged on the same data even
-    when it changed. None when there is nothing to compare with."""
+    """The relative gate: the candidate against the champion (what is served unless
+    pinned) on the candidate's test rows, so both are judged on the same data even when it
+    changed. None when there is nothing to compare with."""
     import mlflow
 
-    from service import versions
-
     spec = trainer.spec
-    served = versions.full_versions(spec.name)
-    if not served:
-        _say(f"[{spec.name}] no full model stored yet: nothing to compare with")
+    champion = versions.champion(spec.name)
+    if champion is None:
+        _say(f"[{spec.name}] no champion stored yet: nothing to compare with")
         return None
-    champion = served[0]
     if champion.info.metadata.get("spec_fingerprint") != spec.fingerprint():
         _say(f"[{spec.name}] {champion.tag} was trained for another input schema: not compared")
         mlflow.set_tag("relative_gate", "not comparable")
@@ -151,20 +159,20 @@ def _compare_with_served(trainer: Trainer, gate: Gate, metrics: dict[str, float]
     lost = gate.lost_by(metrics, champion_metrics)
     better = gate.beats(metrics, champion_metrics)
     verdict = "passed" if better else ("overridden" if accept_worse else "failed")
-    rows = [f"{'metric':<10} {'served':>10} {'candidate':>10} {'change':>10}"]
+    rows = [f"{'metric':<10} {'champion':>10} {'candidate':>10} {'change':>10}"]
     for key in sorted(set(metrics) & set(champion_metrics)):
         if not key.startswith("baseline"):
             mark = "  <- compared" if key == gate.primary else ""
             rows.append(f"{key:<10} {champion_metrics[key]:>10.4f} {metrics[key]:>10.4f} "
                         f"{metrics[key] - champion_metrics[key]:>+10.4f}{mark}")
-    table = "\n".join([f"{spec.name}: candidate vs served {champion.tag} on the same {len(test)} test rows",
+    table = "\n".join([f"{spec.name}: candidate vs the champion {champion.tag} on the same {len(test)} test rows",
                        *rows, f"relative gate: {verdict} ({gate.primary} worse by {max(lost, 0):.4f}, "
                               f"tolerance {gate.tolerance})"])
     _say(table)
     mlflow.log_text(table, "comparison.txt")
-    mlflow.log_metrics({f"served_{key}": value for key, value in champion_metrics.items()})
+    mlflow.log_metrics({f"champion_{key}": value for key, value in champion_metrics.items()})
     mlflow.set_tags({"compared_with": str(champion.tag), "relative_gate": verdict})
-    reason = (f"worse than the served {champion.tag} on {gate.primary} by {lost:.4f} "
+    reason = (f"worse than the champion {champion.tag} on {gate.primary} by {lost:.4f} "
               f"(tolerance {gate.tolerance}; --accept-worse overrides)")
     return {"champion": str(champion.tag), "metric": gate.primary, "tolerance": gate.tolerance,
             "champion_metrics": champion_metrics, "candidate_metrics": dict(metrics), "lost_by": lost,

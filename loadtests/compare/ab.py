@@ -5,7 +5,9 @@
         --a /tmp/before --b . --model malaria --concurrency 1,32 --rounds 3 --out docs/ab.md
 
 Each checkout's `bentoml serve` runs with the same venv and store, from its own folder, so
-the only difference is the code. Within a round every (checkout, concurrency) pair runs
+the only difference is the code (or, with `--a . --b .`, the environment: `--b-env
+MALARIA_SHADOW_VERSION=challenger` measures the shadow's cost; the report then adds the
+shadow's own counts). Within a round every (checkout, concurrency) pair runs
 once, A and B alternating, so the machine's drift hits both alike; the report gives each
 round's B/A ratio and how busy the machine was outside the servers and wrk.
 """
@@ -13,6 +15,7 @@ round's B/A ratio and how busy the machine was outside the servers and wrk.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -26,13 +29,14 @@ sys.path.insert(0, str(HERE))
 
 from bench import (  # noqa: E402
     children_cpu_seconds,
+    http,
     machine_busy_seconds,
     request_bodies,
     tree_cpu_seconds,
     wrk,
 )
 
-from loadtests.server import Server  # noqa: E402
+from loadtests.server import Server, tree_rss_mb  # noqa: E402
 
 ROUTES = {"iris": "/iris", "digits": "/digits/pixels", "kobe": "/kobe", "malaria": "/malaria/base64"}
 
@@ -64,6 +68,12 @@ def checkout_server(folder: Path, work: Path, home: Path | None, env: list[str])
     return Server(env=environment, log=work / "serve.log", own_home=work / "home", project=folder.resolve())
 
 
+def shadow_report(url: str, model: str) -> dict | None:
+    """The server's shadow report for the model, or None when it shadows nothing."""
+    status, body = http("GET", f"{url}/models/{model}/shadow")
+    return json.loads(body) if status == 200 else None
+
+
 def main() -> int:
     args = parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -89,16 +99,24 @@ def main() -> int:
                     other = machine_busy_seconds() - busy0 - server_cpu - (children_cpu_seconds() - wrk0)
                     rows.append({"round": number, "c": level, "key": key,
                                  "rps": result["requests"] / seconds,
+                                 "p50_ms": result["p50_us"] / 1e3,
                                  "p99_ms": result["p99_us"] / 1e3,
                                  "cpu_ms": 1e3 * server_cpu / max(result["requests"], 1),
                                  "other_cores": max(other, 0.0) / seconds,
                                  "errors": result["non2xx"] + result["connect"] + result["read"]
                                  + result["write"] + result["timeout"]})
                     print(f"round {number} c={level} {key}: {rows[-1]['rps']:.0f} req/s", file=sys.stderr)
+        after = {key: (tree_rss_mb(server.pid), shadow_report(server.url, args.model))
+                 for key, server in servers.items()}
     finally:
         for server in servers.values():
             server.stop()
-    report = render(args, levels, rows)
+    report = render(args, levels, rows) + "\n" + "\n".join(
+        f"{key}: {rss:.0f} MB resident after the runs" + (
+            f"; shadow {shadow['challenger']}: {shadow['requests_compared']:,} requests compared, "
+            f"{shadow['shed']:,} shed, {shadow['errors']} errors, label agreement {shadow['label_agreement']}"
+            if shadow else "")
+        for key, (rss, shadow) in after.items()) + "\n"
     print(report)
     if args.out:
         args.out.write_text(report)
@@ -109,17 +127,18 @@ def render(args: argparse.Namespace, levels: list[int], rows: list[dict]) -> str
     lines = [f"{args.model} `{ROUTES[args.model]}`, A = {args.a} {' '.join(args.a_env)}, "
              f"B = {args.b} {' '.join(args.b_env)}, wrk {args.duration} s per run, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             "| c | round | A req/s | B req/s | B/A | A p99 ms | B p99 ms | A CPU ms/req | B CPU ms/req "
-             "| other load (cores) | errors A/B |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| c | round | A req/s | B req/s | B/A | A p50 ms | B p50 ms | A p99 ms | B p99 ms | A CPU ms/req "
+             "| B CPU ms/req | other load (cores) | errors A/B |", "|---" * 13 + "|"]
     for level in levels:
         ratios = []
         for number in range(1, args.rounds + 1):
             a, b = (next(r for r in rows if (r["round"], r["c"], r["key"]) == (number, level, key)) for key in "AB")
             ratios.append(b["rps"] / a["rps"])
             lines.append(f"| {level} | {number} | {a['rps']:,.0f} | {b['rps']:,.0f} | {ratios[-1]:.2f} "
+                         f"| {a['p50_ms']:.2f} | {b['p50_ms']:.2f} "
                          f"| {a['p99_ms']:.1f} | {b['p99_ms']:.1f} | {a['cpu_ms']:.2f} | {b['cpu_ms']:.2f} "
                          f"| {max(a['other_cores'], b['other_cores']):.2f} | {a['errors']}/{b['errors']} |")
-        lines.append(f"| {level} | median | | | **{statistics.median(ratios):.2f}** | | | | | | |")
+        lines.append(f"| {level} | median | | | **{statistics.median(ratios):.2f}** | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 

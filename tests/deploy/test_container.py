@@ -142,10 +142,11 @@ def base_image(docker, metrics) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def image(docker, base_image, quick_models, metrics):
-    """The bento of the session's models, containerized under its default tag (the bento's:
-    a new one per build); image, bento and build cache removed after."""
-    env = {**docker.env, "BENTOML": str(Path(sys.executable).with_name("bentoml"))}
+def image(docker, base_image, quick_models, challengers, metrics):
+    """The bento of the session's models, iris shadowed by its challenger, containerized
+    under its default tag (the bento's: a new one per build); image, bento and build cache
+    removed after."""
+    env = {**docker.env, "BENTOML": str(Path(sys.executable).with_name("bentoml")), **shadowed_iris(challengers)}
     if base_image is not None:
         env["OFFLINE_BASE_IMAGE"] = base_image
     done = script("containerize.sh", env=env, timeout=3600)
@@ -169,8 +170,12 @@ def image(docker, base_image, quick_models, metrics):
         docker.run("builder", "prune", "-f", *(["-a"] if docker.ours else []), check=False, timeout=600)
 
 
+def shadowed_iris(challengers) -> dict[str, str]:
+    return {"IRIS_SHADOW_VERSION": challengers["iris"].tag.split(":", 1)[1]}
+
+
 class Container:
-    def __init__(self, docker: Docker, image: str) -> None:
+    def __init__(self, docker: Docker, image: str, extra_env: dict[str, str] | None = None) -> None:
         self.docker = docker
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -179,7 +184,8 @@ class Container:
         self.grace = pod["terminationGracePeriodSeconds"]
         (container,) = pod["containers"]
         volumes = {v["name"]: v for v in pod["volumes"]}
-        env = {**configmap_env(), **{e["name"]: e["value"] for e in container["env"]}, "PORT": str(self.port)}
+        env = {**configmap_env(), **{e["name"]: e["value"] for e in container["env"]}, "PORT": str(self.port),
+               **(extra_env or {})}
         self.probes = {kind: container[kind] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
         limits = container["resources"]["limits"]
         args = ["run", "-d", "--name", self.name, "--network", "host",
@@ -228,8 +234,8 @@ class Container:
 
 
 @pytest.fixture(scope="module")
-def container(docker, image, metrics):
-    running = Container(docker, image)
+def container(docker, image, challengers, metrics):
+    running = Container(docker, image, shadowed_iris(challengers))  # as the ConfigMap would set it
     try:
         metrics["ready_seconds"] = round(running.wait_ready(), 1)
         metrics["live_seconds"] = round(running.live_seconds or 0, 1)
@@ -264,6 +270,18 @@ def test_the_build_version_is_the_image_tag_everywhere(container, image):
     assert document["info"]["version"] == release.project_version()
     requests.get(container.url + "/models", timeout=10)
     assert f'service_version="{bento_version}"' in requests.get(container.url + "/metrics", timeout=10).text
+
+
+def test_the_image_holds_the_challenger_only_of_the_shadowed_model_and_shadows_it(container, image, challengers,
+                                                                                 quick_models):
+    bento = Path(os.environ["BENTOML_HOME"]) / "bentos" / "model-serving" / image.split(":")[1] / "models"
+    held = {name.name: sorted(v.name for v in name.iterdir() if v.is_dir()) for name in bento.iterdir()}
+    assert held == {name: sorted([result.tag.split(":")[1]]
+                                 + ([challengers[name].tag.split(":")[1]] if name == "iris" else []))
+                    for name, result in quick_models.items()}
+    report = requests.get(f"{container.url}/models/iris/shadow", timeout=10).json()
+    assert (report["champion"], report["challenger"]) == (quick_models["iris"].tag, challengers["iris"].tag)
+    assert requests.get(f"{container.url}/models/kobe/shadow", timeout=10).status_code == 404
 
 
 def test_image_holds_the_pinned_stack(docker, container):

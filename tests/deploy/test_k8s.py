@@ -237,6 +237,9 @@ def test_every_configmap_key_is_read_by_the_service_and_back(rendered, container
     version_pattern = re.search(r"""os\.environ\.get\(\s*f["']\{name\.upper\(\)\}_MODEL_VERSION["']""", source)
     assert version_pattern, "the service no longer reads {NAME}_MODEL_VERSION"
     read |= {f"{name.upper()}_MODEL_VERSION" for name in SPECS}
+    shadow_pattern = re.search(r"""os\.environ\.get\(\s*f["']\{name\.upper\(\)\}_SHADOW_VERSION["']""", source)
+    assert shadow_pattern, "the service no longer reads {NAME}_SHADOW_VERSION"
+    read |= {f"{name.upper()}_SHADOW_VERSION" for name in SPECS}
 
     for key in keys:
         if key in READ_BY_BENTOML:
@@ -252,6 +255,7 @@ def test_every_configmap_key_is_read_by_the_service_and_back(rendered, container
     assert all(isinstance(v, str) for v in data.values())
     assert int(data["MAX_BODY_BYTES"]) == 16 * 1024 * 1024
     assert data["ADAPTIVE_BATCHING"] == "on"
+    assert all(data[f"{name.upper()}_SHADOW_VERSION"] == "" for name in SPECS), "shadowing is off by default"
 
 
 def test_resources(container):

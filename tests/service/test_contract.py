@@ -18,7 +18,10 @@ PROJECT = Path(__file__).resolve().parents[2]
 SECONDS = 60
 
 
-def test_schemathesis_finds_nothing_in_the_whole_document(server):
+@pytest.mark.parametrize("which", ["server", "shadowed_server"])
+def test_schemathesis_finds_nothing_in_the_whole_document(which, request):
+    """Plain, and with every model shadowed by a challenger (the shadow must change nothing)."""
+    server = request.getfixturevalue(which)
     schemathesis = Path(sys.executable).with_name("schemathesis")
     done = subprocess.run(
         [str(schemathesis), "run", f"{server.url}/docs.json", "--checks", "all", "--workers", "1",

@@ -29,11 +29,12 @@ override its config file; the command line stays as written): CI shares 2 cores.
 
 
 @pytest.fixture(scope="module")
-def docs_server(quick_models) -> Iterator[Server]:
+def docs_server(quick_models, challengers) -> Iterator[Server]:
+    """The README's server, with malaria shadowed (README's shadow report request)."""
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", DOCS_PORT)) == 0:
             pytest.fail(f"port {DOCS_PORT} is taken: the documented commands need it for the service", pytrace=False)
-    server = Server(port=DOCS_PORT)
+    server = Server({"MALARIA_SHADOW_VERSION": challengers["malaria"].tag.split(":", 1)[1]}, port=DOCS_PORT)
     try:
         server.wait("/readyz")
         yield server

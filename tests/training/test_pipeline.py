@@ -210,20 +210,22 @@ def test_corrupt_and_non_image_files_are_skipped_and_counted(malaria_image_paths
     assert run.data.params["skipped_files"] == "2"
 
 
-def test_a_candidate_worse_than_the_served_model_is_refused_unless_overridden(quick_models, settings, monkeypatch):
+def test_a_candidate_worse_than_the_champion_is_refused_unless_overridden(quick_models, settings, monkeypatch):
     """The relative gate: same test rows, the spec's primary metric and tolerance; refused
-    candidates are not stored; --accept-worse saves one and says so; quick runs never compete."""
+    candidates are not stored; --accept-worse saves one (as the challenger, never served
+    unpromoted) and says so; quick runs never compete."""
     import bentoml
     from mlflow import MlflowClient
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from service.versions import full_versions
+    from service.versions import champion
 
-    served = train_model("iris", settings)  # a full model to compare with (or one more, as good)
-    assert served.passed, served.gate_failures
-    assert full_versions("iris")[0].tag == bentoml.models.get(served.tag).tag
+    good = train_model("iris", settings)  # the champion, or a challenger as good as it
+    assert good.passed and good.role in ("champion", "challenger"), good.gate_failures
+    served = champion("iris")
+    assert served is not None and served.info.labels["role"] == "champion"
     stored = {str(m.tag) for m in bentoml.models.list("iris")}
 
     weak = [Pipeline([("scale", StandardScaler()), ("logreg", LogisticRegression(C=0.001, max_iter=1000))])]
@@ -231,21 +233,21 @@ def test_a_candidate_worse_than_the_served_model_is_refused_unless_overridden(qu
     lenient = Gate(minimum={"accuracy": 0.5}, primary="log_loss", tolerance=0.02)  # only the relative gate bites
     refused = train_model("iris", settings, gate=lenient)
     assert not refused.passed and refused.tag is None
-    assert any(f"worse than the served {served.tag} on log_loss by" in f for f in refused.gate_failures)
+    assert any(f"worse than the champion {served.tag} on log_loss by" in f for f in refused.gate_failures)
     assert {str(m.tag) for m in bentoml.models.list("iris")} == stored
     client = MlflowClient()
     run = client.get_run(refused.mlflow_run_id)
-    assert run.data.tags["relative_gate"] == "failed" and run.data.tags["compared_with"] == served.tag
-    assert run.data.metrics["served_log_loss"] == pytest.approx(served.metrics["log_loss"])
+    assert run.data.tags["relative_gate"] == "failed" and run.data.tags["compared_with"] == str(served.tag)
+    assert run.data.metrics["champion_log_loss"] == pytest.approx(served.info.metadata["metrics"]["log_loss"])
     assert refused.mlflow_run_id not in {v.run_id for v in client.search_model_versions("name='iris'")}
 
     forced = train_model("iris", settings, gate=lenient, accept_worse=True)
-    assert forced.passed and forced.tag
+    assert forced.passed and forced.tag and forced.role == "challenger"
     comparison = bentoml.models.get(forced.tag).info.metadata["comparison"]
-    assert comparison["override"] is True and comparison["champion"] == served.tag
+    assert comparison["override"] is True and comparison["champion"] == str(served.tag)
     assert comparison["lost_by"] > 0.02 and comparison["metric"] == "log_loss"
     assert client.get_run(forced.mlflow_run_id).data.tags["relative_gate"] == "overridden"
-    bentoml.models.delete(forced.tag)  # the session's newest full iris is the good one again
+    assert champion("iris").tag == served.tag, "an accepted candidate is only the challenger"
 
     smoke = train_model("iris", settings, quick=True, gate=lenient)
     assert smoke.passed and "relative_gate" not in client.get_run(smoke.mlflow_run_id).data.tags
