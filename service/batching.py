@@ -208,5 +208,6 @@ class ModelBatcher:
         return np.split(probabilities, np.cumsum(sizes)[:-1])
 
     def busy(self) -> bool:
-        """Requests are waiting for this model (what the shadow gives way to)."""
-        return bool(self._queue) or self._running >= self.slots
+        """Requests are waiting for this model (what the shadow gives way to). A running
+        batch does not count: the shadow's batch has just finished running."""
+        return bool(self._queue)

@@ -22,7 +22,7 @@ from service.instruments import Instruments
 from service.runtime import cpu_count, load, warm_up
 from service.shadow import Shadow, ShadowMetrics, configured_fraction, configured_queue
 from service.specs import SPECS
-from service.versions import NoServableModel, served_tag, shadow_tag
+from service.versions import NoServableModel, served_tag, shadow_tag, silently_wrong_in_image
 
 logger = logging.getLogger("bentoml.service.model_serving")
 
@@ -45,8 +45,16 @@ def add_model_refs(service_class: type) -> None:
     unservable = []
     for name in SPECS:
         try:
-            setattr(service_class, ref_attribute(name), bentoml.models.BentoModel(served_tag(name)))
+            served = served_tag(name)
+            setattr(service_class, ref_attribute(name), bentoml.models.BentoModel(served))
             if (shadow := shadow_tag(name)) is not None:
+                try:
+                    stored_shadow = bentoml.models.get(shadow)
+                except bentoml.exceptions.NotFound:  # the shadow never stops serving: say so, go on
+                    logger.warning("%s_SHADOW_VERSION: no %s in the store: not shadowing", name.upper(), shadow)
+                    continue
+                if (reason := silently_wrong_in_image(name, bentoml.models.get(served), stored_shadow)) is not None:
+                    raise NoServableModel(reason)
                 setattr(service_class, ref_attribute(name, shadow=True), bentoml.models.BentoModel(shadow))
         except NoServableModel as exc:
             unservable.append(str(exc))
@@ -114,6 +122,22 @@ class ServedModels:
         """The shadowed models: name -> the challenger's tag."""
         return {name: shadow.challenger.tag for name, shadow in self._shadows.items()}
 
+    def _load_shadow(self, champion: Any, fraction: float, queue_size: int,
+                     metrics: ShadowMetrics | None) -> Shadow | None:
+        """The model's shadow, or None: a challenger that fails to load is logged and the
+        model served without it (the shadow never takes serving down). One CPU thread: the
+        shadow never takes the champion's cores."""
+        name = champion.spec.name
+        if name not in self._shadow_refs:
+            return None
+        try:
+            challenger = load(SPECS[name], self._shadow_refs[name], threads=1)
+            warm_up(challenger)
+        except Exception:  # noqa: BLE001 - logged with its traceback; serving goes on
+            logger.exception("the shadow of %s failed to load: serving without it", name)
+            return None
+        return Shadow(champion, challenger, fraction, queue_size, metrics)
+
     def _load_all(self) -> None:
         try:
             gauges = DriftGauges() if self.drift_window else None
@@ -130,11 +154,9 @@ class ServedModels:
                     hooks.append(monitors[name].observe)
                 loaded = time.perf_counter()
                 warm_up(model)
-                shadow = None
-                if name in self._shadow_refs:  # one thread: the shadow never takes the champion's cores
-                    challenger = load(SPECS[name], self._shadow_refs[name], threads=1)
-                    warm_up(challenger)
-                    shadow = shadows[name] = Shadow(model, challenger, fraction, queue_size, shadow_metrics)
+                shadow = self._load_shadow(model, fraction, queue_size, shadow_metrics)
+                if shadow is not None:
+                    shadows[name] = shadow
                     hooks.append(shadow.offer)
                 batcher = ModelBatcher(model, self._instruments.observe_batch, enabled=ADAPTIVE_BATCHING,
                                        after_batch=hooks)

@@ -81,7 +81,8 @@ class ShadowReport(BaseModel):
     class_distribution: dict[str, dict[str, int]] = Field(
         description="predicted classes of the compared rows: model role -> class -> rows")
     latency_ms: dict[str, Latency] = Field(
-        description=f"model call durations, role -> p50/p99, over the last {LATENCY_WINDOW:,} calls")
+        description=f"model call durations, role -> p50/p99, over the last {LATENCY_WINDOW:,} calls: the "
+                    "champion's whole batches on every CPU thread, the challenger's sampled rows on one")
     errors: int = Field(description="sampled requests the challenger failed on (clients never see it)")
     shed: int = Field(description="sampled requests not scored: the shadow was busy or the champion had work")
 
@@ -142,7 +143,8 @@ class Shadow:
 
     def offer(self, parts: Sequence[Any], probabilities: np.ndarray, seconds: float) -> None:
         """A batch the champion answered (called after its callers have their answers)."""
-        self._seconds["champion"].append(seconds)
+        with self._lock:
+            self._seconds["champion"].append(seconds)
         if self.fraction >= 1.0:
             chosen = range(len(parts))
         else:
@@ -166,6 +168,8 @@ class Shadow:
             job = self._queue.get()
             try:
                 self._score(job)
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive anything a batch does
+                self._count_error(len(job.parts), exc)
             finally:
                 self._queue.task_done()
 
@@ -241,6 +245,7 @@ class Shadow:
         names = self.champion.spec.class_names
         with self._lock:
             rows = self._rows
+            seconds = {role: list(values) for role, values in self._seconds.items()}
             return ShadowReport(
                 model=self.champion.spec.name, champion=self.champion.tag, challenger=self.challenger.tag,
                 fraction=self.fraction, since=self._since,
@@ -250,7 +255,7 @@ class Shadow:
                 max_abs_diff=self._abs_diff_max if rows else None,
                 class_distribution={role: {name: int(n) for name, n in zip(names, counts, strict=True)}
                                     for role, counts in self._counts.items()},
-                latency_ms={role: _percentiles(list(seconds)) for role, seconds in self._seconds.items()},
+                latency_ms={role: _percentiles(values) for role, values in seconds.items()},
                 errors=self._errors, shed=self._shed,
             )
 

@@ -22,9 +22,12 @@ Quick models are saved as `NAME:quick-...` so `bentoml models list` shows them a
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger("bentoml.service.model_serving")
 
 QUICK_PREFIX = "quick-"
 """Version prefix of models trained with `--quick` (tests and smoke runs)."""
@@ -100,12 +103,19 @@ def with_role(name: str, wanted: str) -> Any | None:
     return next((model for model in full_versions(name) if role(model) == wanted), None)
 
 
+HISTORY_LABELS = ("promoted_at", "retired_at", "rolled_back_at")
+"""Labels training/roles.py leaves on versions that were champions."""
+
+
 def champion(name: str) -> Any | None:
-    """The champion (bentoml.Model): labelled so, else (a store from before roles) the
-    newest full version without a role; None when there is none."""
+    """The champion (bentoml.Model): labelled so; in a store from before roles (no version
+    has a role or a role's history), the newest full version. None otherwise: a store with
+    roles but no champion never falls back to a retired or rolled-back version."""
     full = full_versions(name)
-    return next((model for model in full if role(model) == CHAMPION),
-                next((model for model in full if role(model) is None), None))
+    labelled = next((model for model in full if role(model) == CHAMPION), None)
+    if labelled is not None or any(role(model) or set(HISTORY_LABELS) & set(model.info.labels) for model in full):
+        return labelled
+    return full[0] if full else None
 
 
 def served_tag(name: str) -> str:
@@ -114,9 +124,12 @@ def served_tag(name: str) -> str:
         return f"{name}:{version}"
     stored = stored_versions(name)
     if _in_built_image(stored):
-        return str(_held_champion(name, stored).tag)
+        return str(_held_champion(name, stored, shadow_setting(name)).tag)
     if (best := champion(name)) is not None:
         return str(best.tag)
+    if any(not is_quick(model) for model in stored):
+        raise NoServableModel(f"no {name} version is labelled champion (python -m training status {name}); "
+                              f"make one: python -m training promote {name} VERSION")
     home = os.environ.get("BENTOML_HOME", "~/bentoml")
     quick = ", ".join(str(model.tag) for model in stored[:3])
     raise NoServableModel(
@@ -126,12 +139,12 @@ def served_tag(name: str) -> str:
         + f". Train it: python -m training {name}")
 
 
-def _held_champion(name: str, held: list[Any]) -> Any:
-    """What an image serves: of the versions it holds, those that are not the shadow; the
-    one labelled champion among them, else the only one (a pinned build)."""
-    shadow = shadow_setting(name)
-    served = [model for model in held if not (
-        (shadow == CHALLENGER and role(model) == CHALLENGER) or str(model.tag.version) == shadow)]
+def _held_champion(name: str, held: list[Any], shadow: str | None) -> Any:
+    """What an image holding `held` serves when shadowing `shadow` (NAME_SHADOW_VERSION):
+    never the shadow nor a labelled challenger (unless it is all the image holds); the one
+    labelled champion among the rest, else the only one (a pinned build)."""
+    served = [model for model in held
+              if role(model) != CHALLENGER and str(model.tag.version) != shadow] or held
     labelled = [model for model in served if role(model) == CHAMPION]
     if labelled or len(served) == 1:
         return (labelled or served)[0]
@@ -140,16 +153,32 @@ def _held_champion(name: str, held: list[Any]) -> Any:
         f"{name.upper()}_MODEL_VERSION or {name.upper()}_SHADOW_VERSION as when it was built")
 
 
+def silently_wrong_in_image(name: str, served: Any, shadow: Any) -> str | None:
+    """Why an image holding `served` and its `shadow` would serve the shadow without a word
+    when the run-time NAME_SHADOW_VERSION is unset or as now (an image that cannot tell
+    stops at start instead, which is loud), or None."""
+    for setting in (None, shadow_setting(name)):
+        try:
+            chosen = _held_champion(name, [served, shadow], setting)
+        except NoServableModel:
+            continue
+        if chosen.tag != served.tag:
+            return (f"an image holding {served.tag} and {shadow.tag} would serve {chosen.tag} when "
+                    f"{name.upper()}_SHADOW_VERSION={setting or '(unset)'}; shadow the challenger instead")
+    return None
+
+
 def shadow_tag(name: str) -> str | None:
-    """The tag to shadow the served model with (NAME_SHADOW_VERSION), or None when off;
-    NoServableModel when shadowing is asked for and there is no such version."""
+    """The tag to shadow the served model with (NAME_SHADOW_VERSION), or None when off, or
+    when it asks for the challenger and there is none (after a promotion: the image or
+    store holds none; logged, and the service runs unshadowed)."""
     setting = shadow_setting(name)
     if setting is None:
         return None
     if setting != CHALLENGER:
         return f"{name}:{setting}"
     if (model := with_role(name, CHALLENGER)) is None:
-        raise NoServableModel(
-            f"{name.upper()}_SHADOW_VERSION=challenger, but no {name} version is the challenger "
-            f"(python -m training status {name}); train one, or unset it")
+        logger.warning("%s_SHADOW_VERSION=challenger, but no %s version is the challenger "
+                       "(python -m training status %s): not shadowing", name.upper(), name, name)
+        return None
     return str(model.tag)

@@ -77,6 +77,7 @@ RULES = (
     Rule(r"export DATA_DIR=\$\{DATA_DIR:-\.\./shared/data\}$", "run"),
     Rule(r"\.venv/bin/python -m loadtests\.drift_plot ", "run"),
     Rule(r"\.venv/bin/python -m service\.batch ", "run"),
+    Rule(r"\.venv/bin/python -m loadtests\.shadow_replay ", "run"),
     Rule(r"\.venv/bin/locust ", "run"),
     Rule(r"\.venv/bin/bentoml models (list$|get )", "run"),
     Rule(r"\.venv/bin/python -m training status", "run"),

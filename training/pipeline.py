@@ -124,14 +124,17 @@ def train_model(name: str, settings: Settings, quick: bool = False, gate: Gate |
     if role is not None:
         try:
             roles.assign_new(settings, name, tag)
-        except roles.RoleError as exc:
-            failures.append(f"saved as {tag} ({role}), but MLflow's aliases could not follow: {exc}")
+        except Exception as exc:  # noqa: BLE001 - saved already: say so, and what is out of step
+            failures.append(f"saved as {tag} ({role}), but the roles are out of step "
+                            f"(python -m training status {name}): {type(exc).__name__}: {exc}")
 
     seconds = time.perf_counter() - started
     passed = not failures
     if passed:
         _say(f"[{name}] saved {tag} in {seconds:.0f} s" + (f" as the {role}" if role else "")
              + (f" (python -m training promote {name} makes it the champion)" if role == versions.CHALLENGER else ""))
+    elif tag is not None:
+        _say(f"[{name}] {'; '.join(failures)}")
     else:
         _say(f"[{name}] FAILED its quality gate, not saved: {'; '.join(failures)}")
     return RunResult(name, passed, metrics, seconds, run.info.run_id, tag, failures,

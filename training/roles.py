@@ -105,7 +105,9 @@ def _write_labels(model: Any, labels: dict[str, str]) -> None:
 
 
 def _apply(settings: Settings, name: str, change: Change) -> None:
-    """MLflow's aliases, then the labels; the aliases go back if the labels fail."""
+    """MLflow's aliases, then the labels: removals first, the new champion last (a server
+    starting in between finds no champion and stops, rather than serving a demoted one).
+    On any failure the aliases and every label written are put back."""
     client = _client(settings)
     wanted = {CHAMPION: change.champion, CHALLENGER: change.challenger}
     targets: dict[str, str | None] = {}
@@ -118,20 +120,28 @@ def _apply(settings: Settings, name: str, change: Change) -> None:
             raise RoleError(f"{model.tag} has no version in MLflow's registry "
                             f"({settings.mlflow_tracking_uri}): the stores would disagree; nothing changed")
         targets[alias] = version
+    writes = []
+    for model in versions.full_versions(name):
+        labels = {key: value for key, value in model.info.labels.items() if key != ROLE_LABEL}
+        labels.update(change.labels.get(str(model.tag.version), {}))
+        role = next((alias for alias, chosen in wanted.items()
+                     if chosen is not None and chosen.tag == model.tag), None)
+        if role is not None:
+            labels[ROLE_LABEL] = role
+        if labels != model.info.labels:
+            writes.append((model, dict(model.info.labels), labels))
+    writes.sort(key=lambda write: write[2].get(ROLE_LABEL) == CHAMPION)  # the new champion last
     before = mlflow_aliases(client, name)
-    _set_aliases(client, name, targets)
+    written = []
     try:
-        for model in versions.full_versions(name):
-            labels = {key: value for key, value in model.info.labels.items() if key != ROLE_LABEL}
-            labels.update(change.labels.get(str(model.tag.version), {}))
-            role = next((alias for alias, chosen in wanted.items()
-                         if chosen is not None and chosen.tag == model.tag), None)
-            if role is not None:
-                labels[ROLE_LABEL] = role
-            if labels != model.info.labels:
-                _write_labels(model, labels)
+        _set_aliases(client, name, targets)
+        for model, old, new in writes:
+            _write_labels(model, new)
+            written.append((model, old))
     except Exception:
         _set_aliases(client, name, {alias: before.get(alias) for alias in versions.ROLES})
+        for model, old in reversed(written):
+            _write_labels(model, old)
         raise
     for alias, model in wanted.items():
         if model is not None:
@@ -168,18 +178,30 @@ def assign_new(settings: Settings, name: str, tag: str) -> str:
     model = bentoml.models.get(tag)
     role = versions.role(model)
     others = [other for other in versions.full_versions(name) if other.tag != model.tag]
-    current = next((other for other in others if versions.role(other) == CHAMPION), others[0] if others else None)
+    labelled = next((other for other in others if versions.role(other) == CHAMPION), None)
+    has_roles = any(versions.role(other) or set(versions.HISTORY_LABELS) & set(other.info.labels)
+                    for other in others)
+    current = labelled or (others[0] if others and not has_roles else None)  # before roles: the newest
     if role == CHAMPION:
         labels = {str(model.tag.version): {"promoted_at": now(), "promoted_by": who()}}
         if current is not None:
-            labels[str(model.tag.version)]["previous_champion"] = str(current.tag.version)
+            if current.info.metadata.get("spec_fingerprint") == SPECS[name].fingerprint():
+                labels[str(model.tag.version)]["previous_champion"] = str(current.tag.version)
             labels[str(current.tag.version)] = {"retired_at": now()}
         _apply(settings, name, Change(model, None, labels))
     elif role == CHALLENGER and current is not None:
         _apply(settings, name, Change(current, model, {}))
     else:
-        raise RoleError(f"{tag} has no role label; nothing changed")
+        raise RoleError(f"{tag} is labelled {role!r} with no champion to stand beside; nothing changed")
     return role
+
+
+def _servable(target: Any, name: str) -> None:
+    """Refuse a version that may not be the champion: quick, or for another input schema."""
+    if versions.is_quick(target):
+        raise RoleError(f"{target.tag} is a quick (smoke) model: it is never promoted")
+    if target.info.metadata.get("spec_fingerprint") != SPECS[name].fingerprint():
+        raise RoleError(f"{target.tag} was trained for another input schema: this code cannot serve it")
 
 
 def promote(settings: Settings, name: str, version: str | None = None) -> str:
@@ -188,10 +210,7 @@ def promote(settings: Settings, name: str, version: str | None = None) -> str:
     target = _stored(name, version) if version else versions.with_role(name, CHALLENGER)
     if target is None:
         raise RoleError(f"{name} has no challenger to promote (python -m training status {name})")
-    if versions.is_quick(target):
-        raise RoleError(f"{target.tag} is a quick (smoke) model: it is never promoted")
-    if target.info.metadata.get("spec_fingerprint") != SPECS[name].fingerprint():
-        raise RoleError(f"{target.tag} was trained for another input schema: this code cannot serve it")
+    _servable(target, name)
     current = versions.champion(name)
     if current is not None and current.tag == target.tag:
         raise RoleError(f"{target.tag} is already the champion")
@@ -212,6 +231,7 @@ def rollback(settings: Settings, name: str) -> str:
     if current is None or not previous:
         raise RoleError(f"{name} has no previous champion to roll back to (python -m training status {name})")
     target = _stored(name, previous)
+    _servable(target, name)
     challenger = versions.with_role(name, CHALLENGER)
     labels = {str(current.tag.version): {"rolled_back_at": now()},
               previous: {"promoted_at": now(), "promoted_by": who()}}

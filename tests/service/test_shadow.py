@@ -65,18 +65,24 @@ def test_the_report_matches_both_models_called_directly(shadowed_server, quick_m
     assert report["shed"] == before["shed"] and report["errors"] == 0
     assert report["champion"] == quick_models["iris"].tag and report["challenger"] == challengers["iris"].tag
 
+    # The report is cumulative: our rows' share of each number is the change since `before`.
     a = direct_probabilities(report["champion"], IRIS_ROWS)
     b = direct_probabilities(report["challenger"], IRIS_ROWS)
-    if before["rows_compared"] == 0:  # the whole report is ours: every number checks
-        assert report["rows_compared"] == len(IRIS_ROWS)
-        assert report["label_agreement"] == pytest.approx((a.argmax(1) == b.argmax(1)).mean(), abs=1e-9)
-        assert report["mean_abs_diff"] == pytest.approx(np.abs(a - b).mean(), abs=1e-6)
-        assert report["max_abs_diff"] == pytest.approx(np.abs(a - b).max(), abs=1e-6)
-        names = IRIS.class_names
-        assert report["class_distribution"]["challenger"] == {
-            n: int((b.argmax(1) == i).sum()) for i, n in enumerate(names)}
-    else:
-        assert report["rows_compared"] - before["rows_compared"] == len(IRIS_ROWS)
+    rows, n_classes = len(IRIS_ROWS), len(IRIS.class_names)
+    assert report["rows_compared"] - before["rows_compared"] == rows
+
+    def total(r, key, scale):
+        return (r[key] or 0.0) * r["rows_compared"] * scale
+
+    agreeing = total(report, "label_agreement", 1) - total(before, "label_agreement", 1)
+    assert agreeing == pytest.approx((a.argmax(1) == b.argmax(1)).sum(), abs=1e-6)
+    differences = total(report, "mean_abs_diff", n_classes) - total(before, "mean_abs_diff", n_classes)
+    assert differences == pytest.approx(np.abs(a - b).sum(), rel=1e-6, abs=1e-6)
+    assert report["max_abs_diff"] >= np.abs(a - b).max() - 1e-6
+    for role, probabilities in (("champion", a), ("challenger", b)):
+        added = {n: report["class_distribution"][role][n] - before["class_distribution"][role][n]
+                 for n in IRIS.class_names}
+        assert added == {n: int((probabilities.argmax(1) == i).sum()) for i, n in enumerate(IRIS.class_names)}
     assert report["latency_ms"]["champion"]["p50"] > 0 and report["latency_ms"]["challenger"]["p99"] > 0
 
 

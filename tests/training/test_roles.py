@@ -15,6 +15,22 @@ from tests.training.test_cli import run_cli
 PINS = {f"{name.upper()}_MODEL_VERSION": "" for name in ("digits", "iris", "kobe", "malaria")}
 
 
+FAIL_HALFWAY = """
+from training import roles
+from training.settings import Settings
+calls = []
+real = roles._write_labels
+def second_write_fails(model, labels):
+    calls.append(model)
+    if len(calls) == 2:
+        raise RuntimeError("disk full")
+    real(model, labels)
+roles._write_labels = second_write_fails
+roles.promote(Settings.from_env(), "iris")
+"""
+"""A promotion whose second label write fails: everything must be put back."""
+
+
 @pytest.fixture()
 def store(tmp_path):
     return {"BENTOML_HOME": str(tmp_path / "bentoml"), "STATE_DIR": str(tmp_path / "state"), **PINS}
@@ -76,6 +92,12 @@ def test_first_model_is_champion_then_challenger_promote_and_rollback_keep_both_
     report = status(store)
     assert (report["champion"], report["challenger"], report["in_step"]) == (first, second, True)
     assert set(report["challenger_metrics"]) >= {"accuracy", "log_loss"}
+
+    failing = subprocess.run([sys.executable, "-c", FAIL_HALFWAY], capture_output=True, text=True,
+                             env={**os.environ, **store}, timeout=120)
+    assert "RuntimeError: disk full" in failing.stderr, failing.stderr
+    assert both_stores(store) == ({"champion": first, "challenger": second},) * 2, "put back as it was"
+    assert "retired_at" not in labels(store, first) and "promoted_at" not in labels(store, second)
 
     promoted = run_cli("promote", "iris", env={**store, "PROMOTED_BY": "release-bot"})
     assert promoted.returncode == 0 and second in promoted.stdout, promoted.stderr

@@ -18,11 +18,13 @@ def records(values):
     return [dict(zip(FEATURES, row, strict=True)) for row in values]
 
 
-def linear_model(tag, weights, fail=False, gate=None):
-    """A softmax over x @ weights: known probabilities for known rows."""
+def linear_model(tag, weights, fail=False, gate=None, started=None):
+    """A softmax over x @ weights: known probabilities for known rows. With `gate`, each
+    call sets `started` and waits for the gate."""
 
     def predict_proba(rows):
         if gate is not None:
+            started.set()
             gate.wait(10)
         if fail:
             raise RuntimeError("the challenger broke")
@@ -103,15 +105,12 @@ def test_a_challenger_that_raises_changes_no_answer_and_is_counted():
 
 def test_the_shadow_gives_way_when_the_champion_has_work_and_when_its_queue_is_full():
     champion = linear_model("iris:a", CHAMPION_W)
-    gate = threading.Event()
-    shadow = Shadow(champion, linear_model("iris:b", CHALLENGER_W, gate=gate), queue_size=2)
+    gate, started = threading.Event(), threading.Event()
+    shadow = Shadow(champion, linear_model("iris:b", CHALLENGER_W, gate=gate, started=started), queue_size=2)
     one = [records([[1, 2, 3, 4]])]
     probabilities = champion.predict_proba(champion.combine(one))
     shadow.offer(one, probabilities, 0.001)  # taken by the thread, which waits on the gate
-    for _ in range(50):
-        if shadow._queue.unfinished_tasks == 1 and shadow._queue.empty():
-            break
-        threading.Event().wait(0.01)
+    assert started.wait(10)
     for _ in range(5):  # two wait in the queue, three are shed
         shadow.offer(one, probabilities, 0.001)
     gate.set()
