@@ -12,6 +12,14 @@ pytestmark = pytest.mark.slow
 PROJECT = Path(__file__).resolve().parents[2]
 
 
+def private_store(tmp_path: Path) -> dict[str, str]:
+    """A BentoML store and an MLflow database of the test's own. MLFLOW_TRACKING_URI is set
+    too: mlflow.set_tracking_uri() in this process exports the session's to children."""
+    state = tmp_path / "state"
+    return {"BENTOML_HOME": str(tmp_path / "bentoml"), "STATE_DIR": str(state),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}"}
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "training", *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
@@ -65,7 +73,7 @@ def test_a_smoke_run_never_reaches_production(tmp_path):
     pinned by its exact version, and never makes `--only-missing` skip the full model."""
     from mlflow import MlflowClient
 
-    store = {"BENTOML_HOME": str(tmp_path / "bentoml"), "STATE_DIR": str(tmp_path / "state")}
+    store = private_store(tmp_path)
     store.update({f"{name.upper()}_MODEL_VERSION": "" for name in ("digits", "iris", "kobe", "malaria")})
     bentoml_cli = [str(Path(sys.executable).with_name("bentoml"))]
     served = [sys.executable, "-c", "from service.versions import served_tag; print(served_tag('iris'))"]
@@ -77,7 +85,8 @@ def test_a_smoke_run_never_reaches_production(tmp_path):
     listed = subprocess.run([*bentoml_cli, "models", "list"], capture_output=True, text=True,
                             env={**os.environ, **store}, timeout=120)
     assert quick_tag in listed.stdout, listed.stdout + listed.stderr
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the session's registry
     assert client.search_model_versions("name='iris'") == [], "a smoke run is no production candidate"
 
     refused = subprocess.run(served, capture_output=True, text=True, env={**os.environ, **store}, timeout=120)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.training.test_cli import run_cli
+from tests.training.test_cli import private_store, run_cli
 
 PINS = {f"{name.upper()}_MODEL_VERSION": "" for name in ("digits", "iris", "kobe", "malaria")}
 
@@ -33,7 +33,7 @@ roles.promote(Settings.from_env(), "iris")
 
 @pytest.fixture()
 def store(tmp_path):
-    return {"BENTOML_HOME": str(tmp_path / "bentoml"), "STATE_DIR": str(tmp_path / "state"), **PINS}
+    return {**private_store(tmp_path), **PINS}
 
 
 def trained_tag(result: subprocess.CompletedProcess) -> str:
@@ -50,7 +50,8 @@ def both_stores(store: dict) -> tuple[dict, dict]:
     """(roles by the BentoML labels, roles by MLflow's aliases), each role -> BentoML tag."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{Path(store['STATE_DIR']) / 'mlflow.db'}")
+    uri = f"sqlite:///{Path(store['STATE_DIR']) / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the session's registry
     by_run = {v.run_id: v.version for v in client.search_model_versions("name='iris'")}
     bento, mlflow = {}, {}
     for folder in (Path(store["BENTOML_HOME"]) / "models" / "iris").iterdir():

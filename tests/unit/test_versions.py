@@ -49,7 +49,8 @@ def store(monkeypatch):
 
 
 def test_the_labelled_champion_is_served_not_the_newest(store):
-    store += [stored("old", 3, role="champion"), stored("new", 1, role="challenger"), stored("quick-x", 0, quick="true")]
+    store += [stored("old", 3, role="champion"), stored("new", 1, role="challenger"),
+              stored("quick-x", 0, quick="true")]
     assert versions.served_tag("iris") == "iris:old"
 
 
