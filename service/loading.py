@@ -122,7 +122,7 @@ class ServedModels:
         """The shadowed models: name -> the challenger's tag."""
         return {name: shadow.challenger.tag for name, shadow in self._shadows.items()}
 
-    def _load_shadow(self, champion: Any, fraction: float, queue_size: int,
+    def _load_shadow(self, champion: Any, fraction: float, queue_rows: int,
                      metrics: ShadowMetrics | None) -> Shadow | None:
         """The model's shadow, or None: a challenger that fails to load is logged and the
         model served without it (the shadow never takes serving down). One CPU thread: the
@@ -136,13 +136,13 @@ class ServedModels:
         except Exception:  # noqa: BLE001 - logged with its traceback; serving goes on
             logger.exception("the shadow of %s failed to load: serving without it", name)
             return None
-        return Shadow(champion, challenger, fraction, queue_size, metrics)
+        return Shadow(champion, challenger, fraction, queue_rows, metrics)
 
     def _load_all(self) -> None:
         try:
             gauges = DriftGauges() if self.drift_window else None
             shadow_metrics = ShadowMetrics() if self._shadow_refs else None
-            fraction, queue_size = (configured_fraction(), configured_queue()) if self._shadow_refs else (1.0, 1)
+            fraction, queue_rows = (configured_fraction(), configured_queue()) if self._shadow_refs else (1.0, 1)
             batchers, monitors, shadows = {}, {}, {}
             for name, ref in self._refs.items():
                 started = time.perf_counter()
@@ -154,7 +154,7 @@ class ServedModels:
                     hooks.append(monitors[name].observe)
                 loaded = time.perf_counter()
                 warm_up(model)
-                shadow = self._load_shadow(model, fraction, queue_size, shadow_metrics)
+                shadow = self._load_shadow(model, fraction, queue_rows, shadow_metrics)
                 if shadow is not None:
                     shadows[name] = shadow
                     hooks.append(shadow.offer)

@@ -4,13 +4,17 @@ answer is known before it is promoted.
 
 The shadow never delays, changes or fails an answer: it gets each batch's rows and the
 champion's probabilities only once the batch's callers have theirs (ModelBatcher's
-after-batch hook), queues them without waiting, and runs on a thread of its own with a
-one-thread model. It is shed first: a batch is dropped (and counted in `shed`) when the
-shadow's queue is full or, when its turn comes, the champion has work waiting. A
-challenger that raises is counted in `errors` and logged at most once a minute.
+after-batch hook) and sets them aside under a lock, nothing more. A thread of its own
+wakes GATHER_SECONDS after the first of them and scores everything set aside meanwhile
+in calls of up to the model's max_batch_size rows, with a one-thread model: one wake-up
+and one call for many requests, not one per request (per request, the hand-offs cost
+iris 60% of its p50 at concurrency 1). It is shed first: rows are dropped (counted in
+`shed`) when SHADOW_QUEUE rows already wait, or, when its turn comes, the champion has
+requests waiting. A challenger that raises is counted in `errors` and logged at most
+once a minute.
 
-SHADOW_FRACTION (default 1.0) is the share of requests sampled, SHADOW_QUEUE (default 8)
-the batches that may wait for the shadow.
+SHADOW_FRACTION (default 1.0) is the share of requests sampled, SHADOW_QUEUE (default
+2048) the rows that may wait for the shadow.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import queue
 import random
 import threading
 import time
@@ -36,6 +39,8 @@ logger = logging.getLogger("bentoml.service.model_serving")
 
 LATENCY_WINDOW = 10_000
 """Model calls whose duration the report's percentiles cover (the most recent ones)."""
+GATHER_SECONDS = 0.1
+"""How long the shadow lets requests gather before it scores them in one go."""
 
 
 def configured_fraction() -> float:
@@ -51,8 +56,8 @@ def configured_fraction() -> float:
 
 
 def configured_queue() -> int:
-    """SHADOW_QUEUE: batches that may wait for the shadow before new ones are shed."""
-    raw = os.environ.get("SHADOW_QUEUE", "8")
+    """SHADOW_QUEUE: rows that may wait for the shadow before new ones are shed."""
+    raw = os.environ.get("SHADOW_QUEUE", "2048")
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"SHADOW_QUEUE={raw!r}: give a whole number of at least 1")
     return int(raw)
@@ -112,14 +117,20 @@ class _Job:
 
 
 class Shadow:
-    """One model's shadow: a queue, a thread, and the running comparison."""
+    """One model's shadow: rows set aside, a thread, and the running comparison."""
 
     def __init__(self, champion: ServedModel, challenger: ServedModel, fraction: float = 1.0,
-                 queue_size: int = 8, metrics: ShadowMetrics | None = None, seed: int | None = None) -> None:
+                 queue_rows: int = 2048, metrics: ShadowMetrics | None = None, seed: int | None = None,
+                 gather_seconds: float = GATHER_SECONDS) -> None:
         self.champion, self.challenger = champion, challenger
         self.fraction = fraction
         self._busy: Callable[[], bool] = lambda: False
-        self._queue: queue.Queue[_Job] = queue.Queue(maxsize=queue_size)
+        self._queue_rows = queue_rows
+        self._gather = gather_seconds
+        self._pending: list[_Job] = []
+        self._pending_rows = 0
+        self._working = False
+        self._wake = threading.Event()
         self._metrics = metrics
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -143,51 +154,79 @@ class Shadow:
 
     def offer(self, parts: Sequence[Any], probabilities: np.ndarray, seconds: float) -> None:
         """A batch the champion answered (called after its callers have their answers)."""
-        with self._lock:
-            self._seconds["champion"].append(seconds)
         if self.fraction >= 1.0:
-            chosen = range(len(parts))
+            chosen: Sequence[int] = range(len(parts))
         else:
             chosen = [i for i in range(len(parts)) if self._random.random() < self.fraction]
-        if not chosen:
-            return
-        sizes = [len(part) for part in parts]
-        starts = np.concatenate([[0], np.cumsum(sizes)])
-        picked = [parts[i] for i in chosen]
-        rows = [probabilities[starts[i]:starts[i + 1]] for i in chosen]
-        job = _Job(picked, np.concatenate(rows) if len(rows) > 1 else rows[0], sum(sizes[i] for i in chosen))
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            self._count_shed(len(picked))
+        job = None
+        if len(chosen) == len(parts):
+            job = _Job(list(parts), probabilities, len(probabilities))
+        elif chosen:
+            sizes = [len(part) for part in parts]
+            starts = np.concatenate([[0], np.cumsum(sizes)])
+            rows = [probabilities[starts[i]:starts[i + 1]] for i in chosen]
+            job = _Job([parts[i] for i in chosen], np.concatenate(rows), sum(sizes[i] for i in chosen))
+        with self._lock:
+            self._seconds["champion"].append(seconds)
+            if job is None:
+                return
+            if self._pending_rows + job.rows > self._queue_rows:
+                shed, job = len(job.parts), None
+            else:
+                self._pending.append(job)
+                self._pending_rows += job.rows
+                wake = len(self._pending) == 1
+        if job is None:
+            self._count_shed(shed)
+        elif wake:
+            self._wake.set()
 
     # --- the shadow's own thread ----------------------------------------------------
 
     def _work(self) -> None:
         while True:
-            job = self._queue.get()
+            self._wake.wait()
+            time.sleep(self._gather)  # let more requests gather: one call for all of them
+            with self._lock:
+                jobs, self._pending, self._pending_rows = self._pending, [], 0
+                self._wake.clear()
+                self._working = True
             try:
-                self._score(job)
+                self._score(jobs)
             except Exception as exc:  # noqa: BLE001 - the thread must outlive anything a batch does
-                self._count_error(len(job.parts), exc)
+                self._count_error(sum(len(job.parts) for job in jobs), exc)
             finally:
-                self._queue.task_done()
+                with self._lock:
+                    self._working = False
 
-    def _score(self, job: _Job) -> None:
-        if self._busy():  # the champion has clients waiting: they come first
-            self._count_shed(len(job.parts))
-            return
+    def _score(self, jobs: list[_Job]) -> None:
+        """Score the gathered requests in calls of at most max_batch_size rows, each only
+        while the champion has no request waiting (the rest are shed)."""
+        limit = self.champion.spec.batching.max_batch_size
+        call: list[_Job] = []
+        for index, job in enumerate(jobs):
+            call.append(job)
+            last = index == len(jobs) - 1
+            if last or sum(j.rows for j in call) + jobs[index + 1].rows > limit:
+                if self._busy():  # the champion has clients waiting: they come first
+                    self._count_shed(sum(len(j.parts) for j in call))
+                else:
+                    self._score_call(call)
+                call = []
+
+    def _score_call(self, jobs: list[_Job]) -> None:
+        parts = [part for job in jobs for part in job.parts]
+        champion = np.concatenate([job.champion_probabilities for job in jobs])
         try:
             started = time.perf_counter()
-            probabilities = self.challenger.predict_proba(self.challenger.combine(job.parts))
+            probabilities = self.challenger.predict_proba(self.challenger.combine(parts))
             seconds = time.perf_counter() - started
-            if probabilities.shape != job.champion_probabilities.shape:
-                raise ValueError(f"the challenger answered shape {probabilities.shape} "
-                                 f"for {job.champion_probabilities.shape}")
+            if probabilities.shape != champion.shape:
+                raise ValueError(f"the challenger answered shape {probabilities.shape} for {champion.shape}")
         except Exception as exc:  # noqa: BLE001 - counted and logged; never reaches a client
-            self._count_error(len(job.parts), exc)
+            self._count_error(len(parts), exc)
             return
-        self.compare(job.champion_probabilities, probabilities, len(job.parts), seconds)
+        self.compare(champion, probabilities, len(parts), seconds)
 
     def compare(self, champion: np.ndarray, challenger: np.ndarray, requests: int, seconds: float) -> None:
         """Add one scored batch to the running comparison."""
@@ -238,7 +277,10 @@ class Shadow:
     def drain(self, timeout: float = 10.0) -> None:
         """Wait until every queued batch has been scored or shed (tests, benchmarks)."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._pending and not self._working and not self._wake.is_set():
+                    return
             time.sleep(0.005)
 
     def report(self) -> ShadowReport:

@@ -106,7 +106,8 @@ def test_a_challenger_that_raises_changes_no_answer_and_is_counted():
 def test_the_shadow_gives_way_when_the_champion_has_work_and_when_its_queue_is_full():
     champion = linear_model("iris:a", CHAMPION_W)
     gate, started = threading.Event(), threading.Event()
-    shadow = Shadow(champion, linear_model("iris:b", CHALLENGER_W, gate=gate, started=started), queue_size=2)
+    challenger = linear_model("iris:b", CHALLENGER_W, gate=gate, started=started)
+    shadow = Shadow(champion, challenger, queue_rows=2, gather_seconds=0.01)
     one = [records([[1, 2, 3, 4]])]
     probabilities = champion.predict_proba(champion.combine(one))
     shadow.offer(one, probabilities, 0.001)  # taken by the thread, which waits on the gate
@@ -125,7 +126,8 @@ def test_the_shadow_gives_way_when_the_champion_has_work_and_when_its_queue_is_f
 
 def test_a_fraction_samples_requests():
     champion = linear_model("iris:a", CHAMPION_W)
-    shadow = Shadow(champion, linear_model("iris:b", CHALLENGER_W), fraction=0.25, queue_size=10_000, seed=3)
+    shadow = Shadow(champion, linear_model("iris:b", CHALLENGER_W), fraction=0.25, queue_rows=10_000, seed=3,
+                    gather_seconds=0.01)
     parts = [records([[1, 2, 3, 4]])] * 4
     probabilities = champion.predict_proba(champion.combine(parts))
     for _ in range(500):
