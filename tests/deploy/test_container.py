@@ -274,9 +274,14 @@ def test_the_build_version_is_the_image_tag_everywhere(container, image):
 
 def test_the_image_holds_the_challenger_only_of_the_shadowed_model_and_shadows_it(container, image, challengers,
                                                                                  quick_models):
-    bento = Path(os.environ["BENTOML_HOME"]) / "bentos" / "model-serving" / image.split(":")[1] / "models"
-    held = {name.name: sorted(v.name for v in name.iterdir() if v.is_dir()) for name in bento.iterdir()}
-    assert held == {name: sorted([result.tag.split(":")[1]]
+    described = subprocess.run([str(Path(sys.executable).with_name("bentoml")), "get", image, "-o", "json"],
+                               capture_output=True, text=True, timeout=120)
+    assert described.returncode == 0, described.stderr
+    held: dict[str, list[str]] = {}
+    for model in json.loads(described.stdout)["models"]:
+        name, version = model["tag"].split(":")
+        held.setdefault(name, []).append(version)
+    assert {name: sorted(found) for name, found in held.items()} == {name: sorted([result.tag.split(":")[1]]
                                  + ([challengers[name].tag.split(":")[1]] if name == "iris" else []))
                     for name, result in quick_models.items()}
     report = requests.get(f"{container.url}/models/iris/shadow", timeout=10).json()
