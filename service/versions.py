@@ -111,7 +111,11 @@ def champion(name: str) -> Any | None:
     """The champion (bentoml.Model): labelled so; in a store from before roles (no version
     has a role or a role's history), the newest full version. None otherwise: a store with
     roles but no champion never falls back to a retired or rolled-back version."""
-    full = full_versions(name)
+    return champion_of(full_versions(name))
+
+
+def champion_of(full: list[Any]) -> Any | None:
+    """champion()'s rule over given full versions, newest first."""
     labelled = next((model for model in full if role(model) == CHAMPION), None)
     if labelled is not None or any(role(model) or set(HISTORY_LABELS) & set(model.info.labels) for model in full):
         return labelled

@@ -178,10 +178,7 @@ def assign_new(settings: Settings, name: str, tag: str) -> str:
     model = bentoml.models.get(tag)
     role = versions.role(model)
     others = [other for other in versions.full_versions(name) if other.tag != model.tag]
-    labelled = next((other for other in others if versions.role(other) == CHAMPION), None)
-    has_roles = any(versions.role(other) or set(versions.HISTORY_LABELS) & set(other.info.labels)
-                    for other in others)
-    current = labelled or (others[0] if others and not has_roles else None)  # before roles: the newest
+    current = versions.champion_of(others)  # the champion it stands beside or replaces
     if role == CHAMPION:
         labels = {str(model.tag.version): {"promoted_at": now(), "promoted_by": who()}}
         if current is not None:
