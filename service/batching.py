@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from service import tracing
 from service.errors import Overloaded
 from service.runtime import ServedModel
 
@@ -46,6 +47,10 @@ class _Pending:
     size: int
     future: asyncio.Future
     enqueued: float
+    traced: bool = False
+    """The request is traced: its batch records when the model call ran (service/tracing.py)."""
+    enqueued_ns: int = 0
+    call: tracing.ModelCall | None = None
 
 
 class BatchCost:
@@ -107,6 +112,7 @@ class ModelBatcher:
         if not self.enabled:
             return (await loop.run_in_executor(None, self._run_batch, [rows]))[0]
         size = len(rows)
+        traced = tracing.recording()
         if self.inline_when_idle and not self._running and not self._queue and not self._turn_busy:
             # Idle: run now, no queue, no task, no hand-off. Requests that reach the model
             # later in this turn of the loop queue up and run as one batch.
@@ -114,15 +120,25 @@ class ModelBatcher:
             loop.call_soon(self._end_turn)
             # The drift monitor then runs on the loop once this turn is done: handing it to
             # the model's thread for every lone request cost kobe 30% of its requests/s.
+            if traced:
+                enqueued_ns, call = tracing.now_ns(), tracing.ModelCall(requests=1, rows=size)
+                output = self._timed_batch([rows], defer=loop.call_soon, call=call)[0]
+                tracing.batch_spans(self.model.tag, enqueued_ns, call)
+                return output
             return self._timed_batch([rows], defer=loop.call_soon)[0]
         self._admit(size)
-        pending = _Pending(rows, size, loop.create_future(), time.monotonic())
+        pending = _Pending(rows, size, loop.create_future(), time.monotonic(), traced)
+        if traced:
+            pending.enqueued_ns = tracing.now_ns()
         self._queue.append(pending)
         self._queued_rows += size
         self._queued_alone += size > self.max_batch_size
         self._queued_alone_rows += size if size > self.max_batch_size else 0
         self._start_batches()
-        return await pending.future
+        output = await pending.future
+        if pending.call is not None:
+            tracing.batch_spans(self.model.tag, pending.enqueued_ns, pending.call)
+        return output
 
     def _end_turn(self) -> None:
         self._turn_busy = False
@@ -173,9 +189,13 @@ class ModelBatcher:
             if not parts:
                 return
             inputs = [job.rows for job in parts]
+            call = tracing.ModelCall(len(parts), sum(job.size for job in parts)) \
+                if any(job.traced for job in parts) else None
+            for job in parts:
+                job.call = call if job.traced else None
             try:
                 outputs: Sequence[Any] = await asyncio.get_running_loop().run_in_executor(
-                    self._thread, self._timed_batch, inputs)
+                    self._thread, self._timed_batch, inputs, None, call)
             except Exception as exc:  # noqa: BLE001 - every caller of the batch re-raises it
                 outputs = [exc] * len(parts)
         finally:
@@ -189,9 +209,14 @@ class ModelBatcher:
             else:
                 job.future.set_result(output)
 
-    def _timed_batch(self, parts: Sequence[Any], defer: Callable[..., Any] | None = None) -> list[np.ndarray]:
+    def _timed_batch(self, parts: Sequence[Any], defer: Callable[..., Any] | None = None,
+                     call: tracing.ModelCall | None = None) -> list[np.ndarray]:
         started = time.perf_counter()
+        if call is not None:
+            call.started_ns = tracing.now_ns()
         outputs = self._run_batch(parts, defer)
+        if call is not None:
+            call.ended_ns = tracing.now_ns()
         self.cost.observe(sum(len(part) for part in parts), time.perf_counter() - started)
         return outputs
 

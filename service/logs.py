@@ -16,6 +16,7 @@ is cut to REPEATS_LOGGED per REPEAT_WINDOW_S, then summed up in the next line lo
 from __future__ import annotations
 
 import logging
+import re
 import time
 from contextvars import ContextVar
 
@@ -32,6 +33,25 @@ ANSWER_LOGGED: ContextVar[dict[str, bool] | None] = ContextVar("answer_logged", 
 the error was logged, so that the answer is not logged twice; "refused" once the request
 guard cut the body short (the app then sees a disconnect that is not the client's)."""
 
+TRACE_TAG = re.compile(r"(?:, )?trace [0-9a-f]{32}\)$")
+KEY_NAME: ContextVar[str | None] = ContextVar("api_key_name", default=None)
+"""The name of the API key a request came with (never the key): set by service/keys.py."""
+
+
+def request_tags() -> str:
+    """" (key NAME, trace ID)" for the request being answered: who called, and where its
+    trace is (service/tracing.py); empty when neither applies."""
+    from service import tracing
+
+    tags = []
+    key = KEY_NAME.get()
+    if key is not None:
+        tags.append(f"key {key}")
+    trace_id = tracing.current_trace_id()
+    if trace_id:
+        tags.append(f"trace {trace_id}")
+    return f" ({', '.join(tags)})" if tags else ""
+
 
 class ClientErrorsInOneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
@@ -39,7 +59,8 @@ class ClientErrorsInOneLine(logging.Filter):
         status = client_error_status(error)
         if status is not None:
             path, method = record.args if isinstance(record.args, tuple) and len(record.args) == 2 else ("?", "?")
-            record.msg, record.args = "%s %s answered %d: %s", (method, escaped(str(path)), status, one_line(error))
+            record.msg, record.args = "%s %s answered %d: %s%s", (method, escaped(str(path)), status, one_line(error),
+                                                                     request_tags())
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info = record.exc_text = None
             answer = ANSWER_LOGGED.get()
@@ -72,7 +93,7 @@ class RepeatsLimited(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO:  # faults are never dropped
             return True
-        line, now = record.getMessage(), time.monotonic()
+        line, now = TRACE_TAG.sub("", record.getMessage()), time.monotonic()  # one trace id per request
         start, count = self._seen.get(line, (now, 0))
         if now - start > REPEAT_WINDOW_S:
             dropped = count - REPEATS_LOGGED
@@ -154,8 +175,9 @@ _LIBTIFF_HANDLER = None
 
 def log_answer(method: str, path: str, status: int, message: str) -> None:
     """One INFO line for an error answer the service gave (unless BentoML logged it)."""
-    logging.getLogger(BENTOML_API_LOGGER).info("%s %s answered %d: %s", escaped(method[:16]),
-                                               escaped(path[:200]), status, escaped(message, MAX_LINE))
+    logging.getLogger(BENTOML_API_LOGGER).info("%s %s answered %d: %s%s", escaped(method[:16]),
+                                               escaped(path[:200]), status, escaped(message, MAX_LINE),
+                                               request_tags())
 
 
 def escaped(text: str, limit: int | None = None) -> str:

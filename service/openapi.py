@@ -19,7 +19,7 @@ from typing import Any
 
 import bentoml
 
-from service import release, v2_app
+from service import keys, release, v2_app
 
 ERROR = "ServiceError"
 ERROR_SCHEMA = {
@@ -30,6 +30,7 @@ ERROR_SCHEMA = {
                                   "per problem with its location"},
     },
 }
+CHALLENGE = {"WWW-Authenticate": {"description": "Bearer, and why the key was refused", "schema": {"type": "string"}}}
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
 
 
@@ -41,12 +42,24 @@ def _error(description: str, schema: dict[str, Any] | None = None, headers: dict
     return response
 
 
-def contract(generated: dict[str, Any], api_routes: set[str], models: list[str], build: str) -> dict[str, Any]:
+BEARER = "apiKey"
+BEARER_SCHEME = {
+    "type": "http", "scheme": "bearer",
+    "description": "An API key (service/keys.py), when the service runs with API_KEYS_FILE: each operation "
+                   "names the scope its key needs in x-required-scope (predict, read or metrics).",
+}
+
+
+def contract(generated: dict[str, Any], api_routes: set[str], models: list[str], build: str,
+             keys_on: bool = False) -> dict[str, Any]:
     """The generated document with every status each route answers, and its body; the
-    API's version (BentoML says "None" outside a bento) and the build that serves it."""
+    API's version (BentoML says "None" outside a bento) and the build that serves it; with
+    API keys on, the key and scope each operation needs, and its 401 and 403."""
     document = copy.deepcopy(generated)
     document.setdefault("info", {}).update({"version": release.project_version(), "x-build": build})
-    document.setdefault("components", {}).setdefault("schemas", {})[ERROR] = ERROR_SCHEMA
+    components = document.setdefault("components", {})
+    components.setdefault("schemas", {})[ERROR] = ERROR_SCHEMA
+    components.setdefault("securitySchemes", {})[BEARER] = BEARER_SCHEME
     document["paths"].update(v2_app.openapi_paths())  # a bare Starlette app serves them: not in FastAPI's part
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
@@ -79,6 +92,14 @@ def contract(generated: dict[str, Any], api_routes: set[str], models: list[str],
                                               else "unknown model, or shadowing off for it")
             elif path == "/readyz":
                 responses["503"] = _error("not ready: a model is still loading or failed to load")
+            scope = keys.required_scope(path, frozenset(api_routes))
+            if keys_on and scope != "open":
+                operation["security"] = [{BEARER: []}]
+                operation["x-required-scope"] = scope
+                responses["401"] = _error("no API key, a malformed Authorization header, or an unknown key",
+                                          headers=CHALLENGE)
+                if scope != "any":
+                    responses["403"] = _error(f"the API key lacks the scope {scope!r}", headers=CHALLENGE)
     return document
 
 
@@ -105,7 +126,8 @@ class ContractDocument:
             return
         if self._body is None:
             build = bentoml.server_context.bento_version
-            self._body = json.dumps(contract(self._generated(), self._api_routes, self._models, build)).encode()
+            self._body = json.dumps(contract(self._generated(), self._api_routes, self._models, build,
+                                             keys_on=keys.configured() is not None)).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(self._body)).encode())]})

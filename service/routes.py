@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from service import tracing
 from service.decoding import image_rows
 from service.errors import answer_errors
 from service.preprocessing import ACCEPTED_FORMATS_TEXT, decode_base64
@@ -77,24 +78,34 @@ Predict = Callable[[Any, str, Any], Awaitable[Predictions]]
 def endpoint(route: TypedRoute, predict: Predict) -> Callable[..., Awaitable[Any]]:
     """The route's function: its input becomes the model's rows, then `predict`."""
     spec, name = route.spec, route.spec.name
+
+    async def run(self: Any, make_rows: Callable[[], Any]) -> Any:
+        """The input's rows (a value, or awaited), then the model call: the same for every kind."""
+        tracing.request_read(name)
+        with tracing.span("preprocess", model=name):
+            rows = make_rows()
+            if inspect.isawaitable(rows):
+                rows = await rows
+        return await predict(self, name, rows)
+
     if route.kind == "records":
         async def call(self: Any, records: list) -> Any:
-            return await predict(self, name, [record.model_dump() for record in records])
+            return await run(self, lambda: [record.model_dump() for record in records])
         parameter, annotation = "records", list[RECORD_MODELS[name]]  # type: ignore[index]
         doc = f"{spec.description} Takes 1 to {spec.max_records_per_call} records, answered in order."
     elif route.kind == "upload":
         async def call(self: Any, images: list) -> Any:
-            return await predict(self, name, await image_rows(spec, [Path(path) for path in images]))
+            return await run(self, lambda: image_rows(spec, [Path(path) for path in images]))
         parameter, annotation = "images", list[Path]
         doc = f"{spec.description} Images in multipart field `images` ({ACCEPTED_FORMATS_TEXT}, any size)."
     elif route.kind == "base64":
         async def call(self: Any, images: list) -> Any:
-            return await predict(self, name, await image_rows(spec, decode_base64(images)))
+            return await run(self, lambda: image_rows(spec, decode_base64(images)))
         parameter, annotation = "images", list[str]
         doc = f"{spec.description} Base64-encoded images ({ACCEPTED_FORMATS_TEXT}, any size)."
     else:
         async def call(self: Any, pixels: list) -> Any:
-            return await predict(self, name, np.asarray(pixels, dtype=np.float64))
+            return await run(self, lambda: np.asarray(pixels, dtype=np.float64))
         parameter, annotation = "pixels", list[pixel_row(spec)]  # type: ignore[misc]
         doc = f"{spec.description} Images given as rows of {len(spec.features)} pixel values."
     wrapped = answer_errors(call)

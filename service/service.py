@@ -22,11 +22,12 @@ import bentoml
 import numpy as np
 from fastapi import FastAPI
 
-from service import logs, patches
+from service import keys, logs, patches, tracing
 from service.drift import DriftReport
 from service.errors import JsonErrors, exception_handlers
 from service.guard import RequestGuard
 from service.instruments import Instruments
+from service.keys import api_keys
 from service.loading import ServedModels, add_model_refs
 from service.openapi import ContractDocument
 from service.preprocessing import quiet_image_warnings
@@ -83,6 +84,14 @@ class ModelServing:
         self.models = ServedModels(self, self.instruments)
         self.models.start_loading()  # in the background: /livez answers at once
 
+    @bentoml.on_deployment
+    def check_settings() -> None:
+        """Once, in `bentoml serve` before any worker: a keys file that cannot be used (or
+        none, with REQUIRE_API_KEYS=1), or OTEL_* settings the service cannot honour, stop
+        the server with the reason (service/keys.py, service/tracing.py)."""
+        keys.check_at_start()
+        tracing.check_at_start()
+
     def __is_ready__(self) -> bool:
         return self.models.ready
 
@@ -110,7 +119,10 @@ class ModelServing:
 
 
 
+# Outermost first. Each factory returns the app itself when its feature is off.
+ModelServing.add_asgi_middleware(tracing.traced)  # type: ignore[attr-defined]
 ModelServing.add_asgi_middleware(JsonErrors)  # type: ignore[attr-defined]
+ModelServing.add_asgi_middleware(api_keys, typed_routes=[route.path for route in ROUTES])  # type: ignore[attr-defined]
 ModelServing.add_asgi_middleware(  # type: ignore[attr-defined]
     ContractDocument, generated=lambda: ModelServing.openapi_spec.asdict(),  # type: ignore[attr-defined]
     api_routes=[route.path for route in ROUTES], models=list(SPECS),

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import v2
+from service import tracing, v2
 from service.errors import NotReady, exception_handlers
 from service.loading import ServedModels
 from service.runtime import V2_PLATFORMS, ServedModel
@@ -53,7 +53,9 @@ async def infer(request: Request) -> Response:
     body = await v2.read_request(request)
     spec = batcher.model.spec
     outputs = v2.requested_outputs(body) if isinstance(body, dict) else []
-    _, rows = await v2.rows_from_request(spec, body)
+    tracing.request_read(spec.name)
+    with tracing.span("preprocess", model=spec.name):
+        _, rows = await v2.rows_from_request(spec, body)
     probabilities = await batcher.predict(rows)
     content, header_length = v2.response(spec, batcher.model.version, body, probabilities, outputs)
     if header_length is None:

@@ -92,6 +92,35 @@ def shadowed_server(challengers) -> Iterator[Server]:
         server.stop()
 
 
+class KeyedServer(Server):
+    """A server with API keys on: one key per scope, and one with all three."""
+
+    KEYS = {"all": "predict,read,metrics", "predictor": "predict", "reader": "read", "scraper": "metrics"}
+
+    def __init__(self, folder: Path) -> None:
+        from service.keys import line_for
+
+        self.api_keys = {name: f"test-key-{name}-{os.urandom(8).hex()}" for name in self.KEYS}
+        self.keys_file = folder / "api-keys"
+        self.keys_file.write_text("".join(f"{line_for(name, scopes.split(','), self.api_keys[name])}\n"
+                                          for name, scopes in self.KEYS.items()))
+        super().__init__({"API_KEYS_FILE": str(self.keys_file), "REQUIRE_API_KEYS": "1"})
+
+    def auth(self, name: str = "all") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_keys[name]}"}
+
+
+@pytest.fixture(scope="session")
+def keyed_server(quick_models, tmp_path_factory) -> Iterator[KeyedServer]:
+    """The service over the session's quick models with API keys required."""
+    server = KeyedServer(tmp_path_factory.mktemp("keys"))
+    try:
+        server.wait("/readyz")
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def malaria_image_paths(settings) -> dict[str, list[Path]]:
     """A few real cell images of each class."""

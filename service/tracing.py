@@ -1,0 +1,185 @@
+"""OpenTelemetry tracing, opt-in through the standard OTEL_* variables.
+
+On when an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and neither OTEL_SDK_DISABLED=true nor
+OTEL_TRACES_EXPORTER=none says otherwise. The OpenTelemetry SDK itself reads the rest:
+OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG (default parentbased_always_on),
+OTEL_SERVICE_NAME (default "model-serving"), OTEL_RESOURCE_ATTRIBUTES, the exporter's
+headers and timeout, the batch processor's OTEL_BSP_*. Spans go out over OTLP/HTTP
+(protobuf), the one exporter the image carries.
+
+A traced request has the server span of OpenTelemetry's ASGI middleware (an incoming W3C
+`traceparent` is its parent), and under it: "read and validate" (the body read and checked
+against the route's schema, from the request's start until the route runs), "preprocess"
+(decoding and resizing images, records to rows), "batch wait" (queued for the model's
+batcher) and "model call" (attributes: the model's tag, the rows and requests in the batch).
+The one-line client-error log names the trace (service/logs.py).
+
+Off, nothing is added: no middleware, and the span helpers return after one check.
+BentoML's own tracing middleware stays switched off (service.py), as before: its sampler
+and exporter are configured through BentoML's own settings rather than OTEL_*.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+EXCLUDED_URLS = "/livez,/healthz,/readyz,/metrics,/v2/health/,/ready$,/docs.json,/static_content/"
+"""Probes, scrapes and the pages: never traced (OpenTelemetry's excluded_urls, regexes)."""
+DEFAULT_SERVICE_NAME = "model-serving"
+SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",
+            "parentbased_traceidratio")
+"""The samplers the OpenTelemetry specification names for OTEL_TRACES_SAMPLER (the SDK
+only logs an unknown one, and samples everything)."""
+
+_state: dict[str, Any] = {}
+
+
+class TracingSettingsError(ValueError):
+    """OTEL_* asks for something this service cannot do."""
+
+
+def wanted(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """Whether the environment turns tracing on (see the module docstring)."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() in ("none", ""):
+        return False
+    return bool(environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def check_at_start(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    """Refuse settings the service would silently ignore (`bentoml serve` stops with the reason)."""
+    if not wanted(environ):
+        return
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if exporter != "otlp":
+        raise TracingSettingsError(f"OTEL_TRACES_EXPORTER={exporter!r}: this service exports over OTLP only")
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        protocol = environ.get(name, "").strip()
+        if protocol and protocol != "http/protobuf":
+            raise TracingSettingsError(f"{name}={protocol!r}: this service exports OTLP over HTTP "
+                                       f"(http/protobuf, port 4318 by convention), not gRPC")
+    name = environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    if name not in SAMPLERS:
+        raise TracingSettingsError(f"OTEL_TRACES_SAMPLER={name!r} is not one of {', '.join(SAMPLERS)}")
+    if name.endswith("traceidratio"):
+        argument = environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0")
+        try:
+            ratio = float(argument)
+        except ValueError:
+            ratio = -1.0
+        if not 0.0 <= ratio <= 1.0:
+            raise TracingSettingsError(f"OTEL_TRACES_SAMPLER_ARG={argument!r}: a ratio from 0 to 1")
+
+
+def enabled() -> bool:
+    """Tracing is on in this process (decided once)."""
+    on = _state.get("on")
+    if on is None:
+        on = _state["on"] = wanted()
+    return on
+
+
+def tracer() -> Any:
+    """The service's tracer, on a provider of its own (made on first use, in the worker)."""
+    found = _state.get("tracer")
+    if found is None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        from service import release
+
+        attributes = {"service.version": release.project_version()}
+        if not os.environ.get("OTEL_SERVICE_NAME"):
+            attributes["service.name"] = DEFAULT_SERVICE_NAME
+        provider = TracerProvider(resource=Resource.create(attributes))  # sampler: OTEL_TRACES_SAMPLER
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))  # endpoint etc.: OTEL_EXPORTER_*
+        _state["provider"] = provider
+        found = _state["tracer"] = provider.get_tracer("service")
+    return found
+
+
+def traced(app: Any) -> Any:
+    """The middleware BentoML builds in the worker: OpenTelemetry's ASGI middleware when
+    tracing is on, else the app itself (no layer, no cost)."""
+    if not enabled():
+        return app
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    tracer()
+    return OpenTelemetryMiddleware(app, excluded_urls=EXCLUDED_URLS, tracer_provider=_state["provider"],
+                                   exclude_spans=["receive", "send"])
+
+
+def current_trace_id() -> str:
+    """The trace id of the request being handled (32 hex digits), or "" untraced."""
+    if not enabled():
+        return ""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid and context.trace_flags.sampled else ""
+
+
+def recording() -> bool:
+    """The current request is traced (sampled): worth recording its spans."""
+    if not enabled():
+        return False
+    from opentelemetry import trace
+
+    return bool(trace.get_current_span().is_recording())
+
+
+def request_read(model: str) -> None:
+    """The "read and validate" span: from the request's start to now (the route runs)."""
+    if not enabled():
+        return
+    from opentelemetry import trace
+
+    request = trace.get_current_span()
+    started = getattr(request, "start_time", None)
+    if started is None or not request.is_recording():
+        return
+    span = tracer().start_span("read and validate", start_time=started, attributes={"model": model})
+    span.end()
+
+
+@contextlib.contextmanager
+def span(name: str, **attributes: Any) -> Iterator[None]:
+    """A child span of the current one around the block, when the request is traced."""
+    if not recording():
+        yield
+        return
+    with tracer().start_as_current_span(name, attributes=attributes):
+        yield
+
+
+@dataclass
+class ModelCall:
+    """When one batch's model call ran (epoch ns), and what it held."""
+
+    requests: int
+    rows: int
+    started_ns: int = 0
+    ended_ns: int = 0
+
+
+def batch_spans(model_tag: str, enqueued_ns: int, call: ModelCall) -> None:
+    """The "batch wait" and "model call" spans of one traced request, after the fact."""
+    attributes = {"model": model_tag, "batch.requests": call.requests, "batch.rows": call.rows}
+    wait = tracer().start_span("batch wait", start_time=enqueued_ns, attributes={"model": model_tag})
+    wait.end(end_time=max(call.started_ns, enqueued_ns))
+    model = tracer().start_span("model call", start_time=call.started_ns, attributes=attributes)
+    model.end(end_time=call.ended_ns)
+
+
+def now_ns() -> int:
+    return time.time_ns()
