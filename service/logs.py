@@ -16,7 +16,6 @@ is cut to REPEATS_LOGGED per REPEAT_WINDOW_S, then summed up in the next line lo
 from __future__ import annotations
 
 import logging
-import re
 import time
 from contextvars import ContextVar
 
@@ -33,24 +32,16 @@ ANSWER_LOGGED: ContextVar[dict[str, bool] | None] = ContextVar("answer_logged", 
 the error was logged, so that the answer is not logged twice; "refused" once the request
 guard cut the body short (the app then sees a disconnect that is not the client's)."""
 
-TRACE_TAG = re.compile(r"(?:, )?trace [0-9a-f]{32}\)$")
 KEY_NAME: ContextVar[str | None] = ContextVar("api_key_name", default=None)
 """The name of the API key a request came with (never the key): set by service/keys.py."""
 
 
 def request_tags() -> str:
-    """" (key NAME, trace ID)" for the request being answered: who called, and where its
-    trace is (service/tracing.py); empty when neither applies."""
-    from service import tracing
-
-    tags = []
+    """" (key NAME)" for a request that came with an API key (service/keys.py), else "".
+    A traced request's lines end with its trace id too: BentoML's log format adds
+    "(trace=...,span=...)" whenever a span is current (service/tracing.py)."""
     key = KEY_NAME.get()
-    if key is not None:
-        tags.append(f"key {key}")
-    trace_id = tracing.current_trace_id()
-    if trace_id:
-        tags.append(f"trace {trace_id}")
-    return f" ({', '.join(tags)})" if tags else ""
+    return f" (key {key})" if key is not None else ""
 
 
 class ClientErrorsInOneLine(logging.Filter):
@@ -93,7 +84,7 @@ class RepeatsLimited(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno > logging.INFO:  # faults are never dropped
             return True
-        line, now = TRACE_TAG.sub("", record.getMessage()), time.monotonic()  # one trace id per request
+        line, now = record.getMessage(), time.monotonic()
         start, count = self._seen.get(line, (now, 0))
         if now - start > REPEAT_WINDOW_S:
             dropped = count - REPEATS_LOGGED

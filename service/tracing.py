@@ -13,7 +13,8 @@ A traced request has the server span of OpenTelemetry's ASGI middleware (an inco
 against the route's schema, from the request's start until the route runs), "preprocess"
 (decoding and resizing images, records to rows), "batch wait" (queued for the model's
 batcher) and "model call" (attributes: the model's tag, the rows and requests in the batch).
-The one-line client-error log names the trace (service/logs.py).
+A traced request's log lines (its one-line client error among them) end with its trace
+id: BentoML's log format adds "(trace=...,span=...,sampled=...)" whenever a span is current.
 
 Off, nothing is added: no middleware, and the span helpers return after one check.
 BentoML's own tracing middleware stays switched off (service.py), as before: its sampler
@@ -117,16 +118,6 @@ def traced(app: Any) -> Any:
     tracer()
     return OpenTelemetryMiddleware(app, excluded_urls=EXCLUDED_URLS, tracer_provider=_state["provider"],
                                    exclude_spans=["receive", "send"])
-
-
-def current_trace_id() -> str:
-    """The trace id of the request being handled (32 hex digits), or "" untraced."""
-    if not enabled():
-        return ""
-    from opentelemetry import trace
-
-    context = trace.get_current_span().get_span_context()
-    return f"{context.trace_id:032x}" if context.is_valid and context.trace_flags.sampled else ""
 
 
 def recording() -> bool:

@@ -18,13 +18,16 @@ PROJECT = Path(__file__).resolve().parents[2]
 SECONDS = 60
 
 
-@pytest.mark.parametrize("which", ["server", "shadowed_server"])
+@pytest.mark.parametrize("which", ["server", "shadowed_server", "keyed_server"])
 def test_schemathesis_finds_nothing_in_the_whole_document(which, request):
-    """Plain, and with every model shadowed by a challenger (the shadow must change nothing)."""
+    """Plain; with every model shadowed by a challenger (the shadow must change nothing);
+    with API keys required, authorized by a key of every scope (schemathesis also checks
+    that each secured operation refuses a request without it)."""
     server = request.getfixturevalue(which)
     schemathesis = Path(sys.executable).with_name("schemathesis")
+    auth = ["--header", f"Authorization: Bearer {server.api_keys['all']}"] if which == "keyed_server" else []
     done = subprocess.run(
-        [str(schemathesis), "run", f"{server.url}/docs.json", "--checks", "all", "--workers", "1",
+        [str(schemathesis), "run", f"{server.url}/docs.json", *auth, "--checks", "all", "--workers", "1",
          "--phases", "examples,coverage,fuzzing", "--max-time", str(SECONDS), "--seed", "20261202"],
         cwd=PROJECT, capture_output=True, text=True, timeout=SECONDS + 240)
     summary = done.stdout[-3000:]
