@@ -319,12 +319,24 @@ def line_for(name: str, scopes: list[str], key: str) -> str:
     return line
 
 
+def append(path: Path, line: str) -> None:
+    """Add a key's line to a keys file, refusing (and leaving it as it was) if the result
+    would not load: a name or key twice, or a bad line already there."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    parse(text + line + "\n", str(path))
+    path.write_text(text + line + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.keys", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     new = commands.add_parser("new", help="print a new key (once) and its line for API_KEYS_FILE")
     new.add_argument("name", help="who holds the key (shown in logs and metrics)")
     new.add_argument("--scopes", required=True, help=f"comma-separated, of: {', '.join(SCOPES)}")
+    new.add_argument("--append", type=Path, metavar="FILE",
+                     help="add the line to this keys file (created if missing; the whole file is checked first)")
     check = commands.add_parser("check", help="parse a keys file: its key names and scopes, or the bad line")
     check.add_argument("file", type=Path)
     arguments = parser.parse_args(argv)
@@ -332,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.command == "new":
             key = new_key()
             line = line_for(arguments.name, arguments.scopes.split(","), key)
+            if arguments.append is not None:
+                append(arguments.append, line)
             print(f"key (shown once, give it to {arguments.name}): {key}")
-            print(f"line for API_KEYS_FILE:\n{line}")
+            print(f"line {'added to ' + str(arguments.append) if arguments.append else 'for API_KEYS_FILE'}:\n{line}")
         else:
             keys = read(arguments.file)
             for key in keys:

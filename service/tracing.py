@@ -61,9 +61,10 @@ def check_at_start(environ: dict[str, str] | os._Environ[str] = os.environ) -> N
     exporter = environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
     if exporter != "otlp":
         raise TracingSettingsError(f"OTEL_TRACES_EXPORTER={exporter!r}: this service exports over OTLP only")
-    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
-        protocol = environ.get(name, "").strip()
-        if protocol and protocol != "http/protobuf":
+    protocols = {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", ""),
+                 "OTEL_EXPORTER_OTLP_PROTOCOL": environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")}
+    for name, protocol in protocols.items():
+        if protocol.strip() and protocol.strip() != "http/protobuf":
             raise TracingSettingsError(f"{name}={protocol!r}: this service exports OTLP over HTTP "
                                        f"(http/protobuf, port 4318 by convention), not gRPC")
     name = environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()

@@ -84,6 +84,13 @@ RULES = (
     Rule(r"\.venv/bin/python -m training (promote|rollback) ", "elsewhere",
          "tests/training/test_roles.py|run_cli(\"promote\", \"iris\""),
     Rule(r"\.venv/bin/mlflow ui ", "background"),
+    # --- API keys and tracing: files of their own, and servers started with them
+    Rule(r"\.venv/bin/python -m service\.keys ", "elsewhere",
+         "tests/unit/test_keys.py|def test_the_documented_key_commands_run_as_written"),
+    Rule(r"API_KEYS_FILE=api-keys\.txt REQUIRE_API_KEYS=1 \.venv/bin/bentoml serve$", "elsewhere",
+         "tests/conftest.py|\"API_KEYS_FILE\": str(self.keys_file), \"REQUIRE_API_KEYS\": \"1\""),
+    Rule(r"OTEL_EXPORTER_OTLP_ENDPOINT=\S+ (OTEL_\w+=\S+ )*\.venv/bin/bentoml serve$",
+         "elsewhere", "tests/service/test_tracing.py|\"OTEL_EXPORTER_OTLP_ENDPOINT\": receiver.url"),
     # --- the two set-up commands
     Rule(r"make run$", "elsewhere", "tests/unit/test_docs.py|make\", \"-n\", \"run\""),
     Rule(r"make test$", "elsewhere", ".ci/run|make test"),

@@ -18,8 +18,10 @@ import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,6 +34,7 @@ import yaml
 from urllib3.filepost import encode_multipart_formdata
 
 from service import release
+from service.keys import line_for
 from service.schemas import validated_frame
 from service.specs import IRIS, KOBE, MALARIA, SPECS
 from service.versions import served_tag
@@ -192,7 +195,20 @@ class Container:
                 "--cpus", str(limits["cpu"]), "--memory", limits["memory"].replace("Gi", "g").replace("Mi", "m"),
                 "--user", f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}",
                 "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
-        for mount in container["volumeMounts"]:  # emptyDir volumes -> tmpfs of the same size
+        self.keys_folder = Path(tempfile.mkdtemp(prefix="container-keys-"))
+        key = f"container-test-{os.urandom(8).hex()}"
+        self.http = requests.Session()  # what a client with a key of every scope sends
+        self.http.headers["Authorization"] = f"Bearer {key}"
+        for mount in container["volumeMounts"]:
+            if "secret" in volumes[mount["name"]]:  # the API keys Secret -> a read-only file, as mounted
+                keys_file = Path(env["API_KEYS_FILE"])
+                assert keys_file.parent == Path(mount["mountPath"]) and mount["readOnly"]
+                local = self.keys_folder / keys_file.name
+                local.write_text(line_for("container-test", ["predict", "read", "metrics"], key) + "\n")
+                local.chmod(0o644)
+                args += ["-v", f"{local}:{keys_file}:ro"]
+                continue
+            # emptyDir volumes -> tmpfs of the same size
             size = volumes[mount["name"]]["emptyDir"]["sizeLimit"].replace("Gi", "g").replace("Mi", "m")
             args += ["--tmpfs", f"{mount['mountPath']}:rw,exec,size={size}"]
         for key, value in env.items():
@@ -231,6 +247,7 @@ class Container:
 
     def remove(self) -> None:
         self.docker.run("rm", "-f", self.name, check=False)
+        shutil.rmtree(self.keys_folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +273,7 @@ def test_the_deployments_probes_pass_on_the_running_image(container, metrics):
         timeout = probe.get("timeoutSeconds", 1)  # the kubelet's default
         for _ in range(probe.get("failureThreshold", 3)):  # as many tries as the kubelet allows
             started = time.monotonic()
-            response = requests.get(container.url + probe["httpGet"]["path"], timeout=timeout)
+            response = container.http.get(container.url + probe["httpGet"]["path"], timeout=timeout)
             assert 200 <= response.status_code < 400, f"{kind} {probe['httpGet']['path']}: {response.status_code}"
             assert time.monotonic() - started < timeout
 
@@ -265,11 +282,11 @@ def test_the_build_version_is_the_image_tag_everywhere(container, image):
     """/metrics' service_version and /docs.json's x-build name the bento (= the image tag);
     info.version is the API's (pyproject's)."""
     bento_version = image.split(":")[1]
-    document = requests.get(container.url + "/docs.json", timeout=10).json()
+    document = container.http.get(container.url + "/docs.json", timeout=10).json()
     assert document["info"]["x-build"] == bento_version
     assert document["info"]["version"] == release.project_version()
-    requests.get(container.url + "/models", timeout=10)
-    assert f'service_version="{bento_version}"' in requests.get(container.url + "/metrics", timeout=10).text
+    container.http.get(container.url + "/models", timeout=10)
+    assert f'service_version="{bento_version}"' in container.http.get(container.url + "/metrics", timeout=10).text
 
 
 def test_the_image_holds_the_challenger_only_of_the_shadowed_model_and_shadows_it(container, image, challengers,
@@ -283,9 +300,9 @@ def test_the_image_holds_the_challenger_only_of_the_shadowed_model_and_shadows_i
     assert {name: sorted(found) for name, found in held.items()} == {name: sorted([result.tag.split(":")[1]]
                                  + ([challengers[name].tag.split(":")[1]] if name == "iris" else []))
                     for name, result in quick_models.items()}
-    report = requests.get(f"{container.url}/models/iris/shadow", timeout=10).json()
+    report = container.http.get(f"{container.url}/models/iris/shadow", timeout=10).json()
     assert (report["champion"], report["challenger"]) == (quick_models["iris"].tag, challengers["iris"].tag)
-    assert requests.get(f"{container.url}/models/kobe/shadow", timeout=10).status_code == 404
+    assert container.http.get(f"{container.url}/models/kobe/shadow", timeout=10).status_code == 404
 
 
 def test_image_holds_the_pinned_stack(docker, container):
@@ -324,25 +341,26 @@ def test_every_endpoint_matches_the_stored_models(container, settings, malaria_i
     import bentoml
     from sklearn.datasets import load_digits, load_iris
 
-    url = container.url
-    assert requests.get(url + "/livez").status_code == 200
-    models = {m["name"]: m for m in requests.get(url + "/models").json()["models"]}
+    url, http = container.url, container.http
+    assert requests.get(url + "/models").status_code == 401, "keys are on, as in the Deployment"
+    assert http.get(url + "/livez").status_code == 200
+    models = {m["name"]: m for m in http.get(url + "/models").json()["models"]}
     assert {name: m["tag"] for name, m in models.items()} == {
         name: str(bentoml.models.get(served_tag(name)).tag) for name in SPECS}
 
     iris = pd.DataFrame(load_iris().data[::10], columns=IRIS.feature_names)
-    tag, probabilities = check(requests.post(url + "/iris", json={"records": iris.to_dict("records")}), len(iris))
+    tag, probabilities = check(http.post(url + "/iris", json={"records": iris.to_dict("records")}), len(iris))
     expected = direct_probabilities(tag, validated_frame(iris.to_dict("records"), IRIS))
     np.testing.assert_allclose(probabilities, expected, rtol=1e-6, atol=1e-9)
 
     raw = pd.read_parquet(settings.data_dir / "kobe" / "dataset_kobe_prod.parquet").head(20)
     rows = json.loads(raw.to_json(orient="records"))  # real Kaggle rows, every column
-    tag, probabilities = check(requests.post(url + "/kobe", json={"records": rows}), len(rows))
+    tag, probabilities = check(http.post(url + "/kobe", json={"records": rows}), len(rows))
     np.testing.assert_allclose(probabilities, direct_probabilities(tag, validated_frame(rows, KOBE)),
                                rtol=1e-6, atol=1e-9)
 
     pixels = load_digits().data[:20]
-    tag, probabilities = check(requests.post(url + "/digits/pixels", json={"pixels": pixels.tolist()}), 20)
+    tag, probabilities = check(http.post(url + "/digits/pixels", json={"pixels": pixels.tolist()}), 20)
     np.testing.assert_allclose(probabilities, direct_probabilities(tag, pixels), rtol=1e-6, atol=1e-9)
 
     from service.preprocessing import encoded_image_to_array
@@ -350,17 +368,17 @@ def test_every_endpoint_matches_the_stored_models(container, settings, malaria_i
     paths = malaria_image_paths["Parasitized"][:3] + malaria_image_paths["Uninfected"][:3]
     images = [p.read_bytes() for p in paths]
     files = [("images", (p.name, b, "image/png")) for p, b in zip(paths, images, strict=True)]
-    response = requests.post(url + "/malaria", files=files)
+    response = http.post(url + "/malaria", files=files)
     tag, probabilities = check(response, len(images))
     arrays = np.stack([encoded_image_to_array(b, MALARIA.image) for b in images])
     np.testing.assert_allclose(probabilities, direct_probabilities(tag, arrays), rtol=1e-4, atol=1e-5)
-    _, from_base64 = check(requests.post(url + "/malaria/base64",
+    _, from_base64 = check(http.post(url + "/malaria/base64",
                                          json={"images": [base64.b64encode(b).decode() for b in images]}), len(images))
     np.testing.assert_allclose(from_base64, probabilities, rtol=1e-6, atol=1e-7)
 
     body = {"inputs": [{"name": "input", "shape": [len(iris), 4], "datatype": "FP32",
                         "data": iris.to_numpy(np.float32).tolist()}]}
-    answer = requests.post(url + "/v2/models/iris/infer", json=body)
+    answer = http.post(url + "/v2/models/iris/infer", json=body)
     assert answer.status_code == 200, answer.text
     outputs = {o["name"]: o for o in answer.json()["outputs"]}
     as_float32 = pd.DataFrame(iris.to_numpy(np.float32).astype(np.float64), columns=IRIS.feature_names)
@@ -369,12 +387,12 @@ def test_every_endpoint_matches_the_stored_models(container, settings, malaria_i
                                rtol=1e-6, atol=1e-9)
     assert outputs["label"]["data"] == [IRIS.class_names[i] for i in expected.argmax(axis=1)]
 
-    assert "model_batch_requests" in requests.get(url + "/metrics").text
+    assert "model_batch_requests" in http.get(url + "/metrics").text
 
 
-def in_progress(url: str, endpoint: str) -> float:
+def in_progress(container: Container, endpoint: str) -> float:
     try:
-        text = requests.get(url + "/metrics", timeout=2).text
+        text = container.http.get(container.url + "/metrics", timeout=2).text
     except requests.RequestException:
         return 0.0
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -410,7 +428,7 @@ def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(containe
 
     def call(i: int) -> None:
         try:
-            results[i] = requests.post(container.url + "/malaria", data=upload(),
+            results[i] = container.http.post(container.url + "/malaria", data=upload(),
                                        headers={"Content-Type": content_type}, timeout=120)
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             results[i] = exc
@@ -419,9 +437,9 @@ def test_sigterm_lets_requests_in_flight_finish_within_the_grace_period(containe
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 15
-    while in_progress(container.url, "/malaria") < IN_FLIGHT and time.monotonic() < deadline:
+    while in_progress(container, "/malaria") < IN_FLIGHT and time.monotonic() < deadline:
         time.sleep(0.1)
-    seen = in_progress(container.url, "/malaria")
+    seen = in_progress(container, "/malaria")
     killed = time.monotonic()
     container.docker.run("kill", "--signal", "TERM", container.name)
     terminated.set()

@@ -24,7 +24,10 @@ K8S = PROJECT / "k8s"
 SERVICE_SOURCES = sorted((PROJECT / "service").glob("*.py"))
 
 APP_LABELS = {"app.kubernetes.io/name": "model-serving"}
-BASE_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap"}
+BASE_KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ConfigMap",
+              "NetworkPolicy", "Secret"}
+GENERATED_KINDS = {"Secret"}  # by kustomize's secretGenerator, from k8s/api-keys.txt
+OPTIONAL_KINDS = {"Ingress"}  # k8s/optional/ingress.yaml
 # The sleep action of preStop hooks is beta (on by default) from 1.30: the oldest API to check.
 MIN_KUBERNETES = "1.30.0"
 # Custom resources: kubernetes-validate only knows the built-in kinds (it merely warns
@@ -37,6 +40,9 @@ NOT_IN_CONFIGMAP = {
     "BENTOML_HOME": "service/versions.py names the store in its error; the image's is BentoML's own",
     **{f"{name.upper()}_MODEL_VERSION": "read by `bentoml build`: the image holds one version of each model"
        for name in SPECS},
+    **{name: "a standard OpenTelemetry variable whose default the service needs (service/tracing.py)"
+       for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")},
 }
 # ConfigMap keys read by BentoML itself rather than by service/*.py: key -> file in the bentoml package.
 READ_BY_BENTOML = {
@@ -113,7 +119,7 @@ def container(pod) -> dict:
 
 def test_every_built_in_manifest_is_listed_for_validation():
     built_in = [p for p in manifest_files() if not is_custom_resource(p)]
-    assert {load(p)["kind"] for p in built_in} == BASE_KINDS
+    assert {load(p)["kind"] for p in built_in} == BASE_KINDS - GENERATED_KINDS | OPTIONAL_KINDS
     custom = [p.relative_to(K8S).as_posix() for p in manifest_files() if is_custom_resource(p)]
     assert custom == ["optional/prometheusrule.yaml", "optional/servicemonitor.yaml"], \
         "custom resources belong in k8s/optional/"
@@ -232,7 +238,7 @@ def test_every_configmap_key_is_read_by_the_service_and_back(rendered, container
     assert container["envFrom"] == [{"configMapRef": {"name": rendered["ConfigMap"]["metadata"]["name"]}}]
     source = service_source()
 
-    read = set(re.findall(r"""os\.(?:environ\.get|getenv)\(\s*["']([A-Z][A-Z0-9_]*)["']""", source))
+    read = set(re.findall(r"""(?:os\.)?(?:environ\.get|getenv)\(\s*["']([A-Z][A-Z0-9_]*)["']""", source))
     read |= set(re.findall(r"""os\.environ\[\s*["']([A-Z][A-Z0-9_]*)["']\s*\]""", source))
     version_pattern = re.search(r"""os\.environ\.get\(\s*f["']\{name\.upper\(\)\}_MODEL_VERSION["']""", source)
     assert version_pattern, "the service no longer reads {NAME}_MODEL_VERSION"
@@ -292,8 +298,11 @@ def test_security_context(pod, container):
 def test_writable_paths_are_empty_dirs_and_bentoml_home_is_one(pod, container):
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    assert set(mounts) == {"/tmp", "/home/bentoml/bentoml"}
-    assert all("emptyDir" in volumes[name] for name in mounts.values())
+    writable = {path: name for path, name in mounts.items()
+                if not next(m for m in container["volumeMounts"] if m["mountPath"] == path).get("readOnly")}
+    assert set(writable) == {"/tmp", "/home/bentoml/bentoml"}
+    assert all("emptyDir" in volumes[name] for name in writable.values())
+    assert all("secret" in volumes[name] for path, name in mounts.items() if path not in writable)
     env = {e["name"]: e.get("value") for e in container.get("env", [])}
     assert env["BENTOML_HOME"] in mounts, "BentoML writes under BENTOML_HOME: it must be writable"
     # The bento itself (/home/bentoml/bento) must not be hidden by a mount.
@@ -322,3 +331,71 @@ def test_autoscaler_and_disruption_budget_target_the_deployment(rendered, pod):
     assert rendered["Service"]["spec"]["selector"].items() <= pod_labels.items()
     assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"], "a drain could never evict a pod"
 
+
+
+# --- who may call: API keys, network policy, ingress ------------------------------------------
+
+
+def test_the_api_keys_secret_is_mounted_read_only_where_the_service_reads_it(rendered, pod, container):
+    import base64
+
+    from service.keys import parse
+
+    data = rendered["ConfigMap"]["data"]
+    assert data["REQUIRE_API_KEYS"] == "1", "Kubernetes pods must not start open"
+    keys_file = Path(data["API_KEYS_FILE"])
+    secret = rendered["Secret"]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(keys_file.parent))
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    assert volume["secret"]["defaultMode"] & 0o222 == 0, "nobody may write the keys"
+    text = base64.b64decode(secret["data"][keys_file.name]).decode()
+    assert text == (K8S / "api-keys.txt").read_text()
+    assert parse(text, "k8s/api-keys.txt") == [], "the committed file holds no key: each cluster adds its own"
+
+
+def test_the_network_policy_admits_only_ingress_and_monitoring_and_lets_out_only_dns(rendered, pod, container):
+    policy = rendered["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    [ingress] = policy["ingress"]
+    namespaces = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in ingress["from"]}
+    assert namespaces == {"ingress-nginx", "monitoring"}
+    assert all(set(peer) == {"namespaceSelector"} for peer in ingress["from"])
+    port_names = {p["name"] for p in container["ports"]}
+    assert [p["port"] for p in ingress["ports"]] == ["http"] and "http" in port_names
+    [egress] = policy["egress"]
+    assert {(p["port"], p["protocol"]) for p in egress["ports"]} == {(53, "UDP"), (53, "TCP")}
+
+
+def test_the_optional_ingress_matches_the_services_limits(rendered):
+    ingress = load(K8S / "optional" / "ingress.yaml")
+    annotations = ingress["metadata"]["annotations"]
+    size = annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert size.endswith("m") and int(size[:-1]) * 1024 * 1024 == int(rendered["ConfigMap"]["data"]["MAX_BODY_BYTES"])
+    source = (PROJECT / "service" / "service.py").read_text()
+    timeout = int(re.search(r'traffic\s*=\s*\{[^}]*"timeout"\s*:\s*(\d+)', source).group(1))
+    for name in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(annotations[f"nginx.ingress.kubernetes.io/{name}"]) > timeout, name
+    assert ingress["spec"]["tls"] and ingress["spec"]["tls"][0]["secretName"]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == rendered["Service"]["metadata"]["name"]
+    assert backend["port"]["name"] in {p["name"] for p in rendered["Service"]["spec"]["ports"]}
+    base = load(K8S / "kustomization.yaml")
+    assert "optional/ingress.yaml" not in base["resources"]
+
+
+def test_tracing_is_off_in_the_configmap_and_its_settings_are_valid_when_on(rendered):
+    from service.tracing import check_at_start, wanted
+
+    data = rendered["ConfigMap"]["data"]
+    assert not wanted(data)
+    check_at_start({**data, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318"})
+
+
+def test_the_service_monitor_scrapes_with_a_key(rendered):
+    monitor = load(K8S / "optional" / "servicemonitor.yaml")
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["authorization"]["type"] == "Bearer"
+        assert endpoint["authorization"]["credentials"]["name"]

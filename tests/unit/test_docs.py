@@ -118,8 +118,13 @@ def test_cluster_commands_parse_and_name_what_the_manifests_define():
     assert f"--cpus {limits['cpu']}" in docker_run
     context = deployment["securityContext"]
     assert f"--user {context['runAsUser']}:{context['runAsGroup']}" in docker_run
+    settings = load(K8S / "configmap.yaml")["data"]
     for mount in container["volumeMounts"]:
-        assert f"--tmpfs {mount['mountPath']}" in docker_run, mount
+        if mount.get("readOnly"):  # the keys Secret: the file API_KEYS_FILE names, read-only
+            assert f":{settings['API_KEYS_FILE']}:ro\"" in docker_run, mount
+            assert settings["API_KEYS_FILE"].startswith(mount["mountPath"] + "/"), mount
+        else:
+            assert f"--tmpfs {mount['mountPath']}" in docker_run, mount
     settings = load(K8S / "configmap.yaml")["data"]
     for key, value in re.findall(r"-e (\w+)=(\S+)", docker_run):
         assert key == "PORT" or key == "BENTOML_HOME" or settings.get(key) == value, (key, value)

@@ -168,3 +168,29 @@ def test_new_prints_a_key_once_and_a_line_that_admits_it(tmp_path, capsys):
     path.write_text("oops\n")
     assert keys.main(["check", str(path)]) == 1
     assert "line 1" in capsys.readouterr().err
+
+
+def test_the_documented_key_commands_run_as_written(tmp_path):
+    """README's and k8s/README's `python -m service.keys` commands, in a copy's folder: each
+    prints a key that the file it wrote admits, and `check` reads that file back."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.documented import all_commands
+
+    written = [c.text for c in all_commands() if c.text.startswith(".venv/bin/python -m service.keys ")]
+    assert len(written) >= 3, written
+    (tmp_path / "k8s").mkdir()
+    for command in written:
+        done = subprocess.run(command.replace(".venv/bin/python", sys.executable, 1), shell=True, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (command, done.stderr)
+        printed = re.search(r"key \(shown once, give it to (\S+)\): (\S+)", done.stdout)
+        if printed:
+            name, key = printed.groups()
+            path = tmp_path / re.search(r"--append (\S+)", command).group(1)
+            found = KeyRing(path).find(key)
+            assert found is not None and found.name == name and key not in path.read_text()
+        else:
+            assert "batch-job: predict,read" in done.stdout
