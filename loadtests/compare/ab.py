@@ -7,7 +7,8 @@
 Each checkout's `bentoml serve` runs with the same venv and store, from its own folder, so
 the only difference is the code (or, with `--a . --b .`, the environment: `--b-env
 MALARIA_SHADOW_VERSION=challenger` measures the shadow's cost; the report then adds the
-shadow's own counts). Within a round every (checkout, concurrency) pair runs
+shadow's own counts; `--b-env API_KEYS_FILE=keys.txt` with WRK_AUTHORIZATION="Bearer KEY"
+in the environment measures API keys, the header sent to both). Within a round every (checkout, concurrency) pair runs
 once, A and B alternating, so the machine's drift hits both alike; the report gives each
 round's B/A ratio and how busy the machine was outside the servers and wrk.
 """

@@ -1,4 +1,5 @@
--- wrk script: POST the JSON body read from $WRK_BODY_FILE; at the end print one line
+-- wrk script: POST the JSON body read from $WRK_BODY_FILE (with $WRK_AUTHORIZATION as the
+-- Authorization header when set); at the end print one line
 --   WRK_RESULT {json}
 -- with the counts and latency percentiles (microseconds) that bench.py parses.
 local f = assert(io.open(os.getenv("WRK_BODY_FILE"), "rb"))
@@ -6,6 +7,11 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
+-- WRK_AUTHORIZATION (e.g. "Bearer KEY"): sent with every request, to servers with API keys on
+local authorization = os.getenv("WRK_AUTHORIZATION")
+if authorization then
+  wrk.headers["Authorization"] = authorization
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

@@ -4,17 +4,16 @@ traceparent honoured, the trace id in the client-error log; nothing traced when 
 
 from __future__ import annotations
 
-import gzip
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from loadtests.otlp_sink import Sink
 from service.tracing import TracingSettingsError, check_at_start, wanted
 from tests.servers import Server
 
@@ -23,50 +22,14 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
 
-class Receiver:
-    """An OTLP/HTTP trace receiver (POST /v1/traces, protobuf), keeping every span it is sent."""
+class Receiver(Sink):
+    """The OTLP/HTTP receiver of loadtests/otlp_sink.py, keeping every span."""
 
     def __init__(self) -> None:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest,
-            ExportTraceServiceResponse,
-        )
-
-        spans: list[dict[str, Any]] = []
-        self.spans = spans
-        self.resources: list[dict[str, Any]] = []
-        resources = self.resources
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                request = ExportTraceServiceRequest.FromString(body)
-                for resource_spans in request.resource_spans:
-                    resources.append({a.key: _value(a.value) for a in resource_spans.resource.attributes})
-                    for scope_spans in resource_spans.scope_spans:
-                        for span in scope_spans.spans:
-                            spans.append({
-                                "name": span.name, "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
-                                "parent_id": span.parent_span_id.hex(), "start": span.start_time_unix_nano,
-                                "end": span.end_time_unix_nano, "path": self.path,
-                                "attributes": {a.key: _value(a.value) for a in span.attributes}})
-                answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        super().__init__(keep=True)
 
     def trace(self, trace_id: str, names: set[str], timeout: float = 20) -> list[dict[str, Any]]:
+        """The spans of a trace, once they include `names`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = [s for s in self.spans if s["trace_id"] == trace_id]
@@ -76,15 +39,11 @@ class Receiver:
         raise AssertionError(f"spans of {trace_id}: {[s['name'] for s in self.spans if s['trace_id'] == trace_id]}")
 
 
-def _value(value: Any) -> Any:
-    return getattr(value, value.WhichOneof("value"))
-
-
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
     receiver = Receiver()
     yield receiver
-    receiver.http.shutdown()
+    receiver.shutdown()
 
 
 @pytest.fixture(scope="module")
