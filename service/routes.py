@@ -81,6 +81,9 @@ def endpoint(route: TypedRoute, predict: Predict) -> Callable[..., Awaitable[Any
 
     async def run(self: Any, make_rows: Callable[[], Any]) -> Any:
         """The input's rows (a value, or awaited), then the model call: the same for every kind."""
+        if not tracing.enabled():
+            rows = make_rows()
+            return await predict(self, name, await rows if inspect.isawaitable(rows) else rows)
         tracing.request_read(name)
         with tracing.span("preprocess", model=name):
             rows = make_rows()
