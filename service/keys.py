@@ -6,8 +6,9 @@ API_KEYS_FILE names a file (in Kubernetes, a mounted Secret), one key a line:
 
 SHA256HEX is the SHA-256 of the key, so no key is stored in clear; `#` starts a comment.
 Scopes: `predict` (typed routes, V2 infer), `read` (/models, drift and shadow reports, V2
-metadata), `metrics` (/metrics). Probes, V2 health, the OpenAPI document and the pages stay
-open; any other path needs a valid key (an unknown route is not revealed to strangers).
+metadata), `metrics` (/metrics). Probes, V2 health, the OpenAPI document and the pages
+(/, /ui: their calls carry the key) stay open; any other path needs a valid key (an
+unknown route is not revealed to strangers).
 
 Clients send `Authorization: Bearer KEY`. The answer is decided from the headers alone,
 before any body is read: 401 with `WWW-Authenticate: Bearer` for a missing, malformed or
@@ -169,7 +170,7 @@ class KeyRing:
 def required_scope(path: str, typed_routes: frozenset[str]) -> Scope | Literal["open", "any"]:
     """What a path needs: a scope, nothing ("open"), or any valid key (every other path)."""
     path = path.rstrip("/") or "/"
-    if path in OPEN_PATHS or path.startswith("/static_content/") or _V2_MODEL_READY.fullmatch(path):
+    if path in OPEN_PATHS or path.startswith(("/static_content/", "/ui/")) or _V2_MODEL_READY.fullmatch(path):
         return "open"
     if path in typed_routes or _V2_INFER.fullmatch(path):
         return "predict"
@@ -180,7 +181,8 @@ def required_scope(path: str, typed_routes: frozenset[str]) -> Scope | Literal["
     return "any"
 
 
-OPEN_PATHS = frozenset({"/", "/livez", "/healthz", "/readyz", "/docs.json", "/v2/health/live", "/v2/health/ready"})
+OPEN_PATHS = frozenset({"/", "/ui", "/livez", "/healthz", "/readyz", "/docs.json", "/v2/health/live",
+                        "/v2/health/ready"})
 _V2_MODEL = r"/v2/models/[^/]+(?:/versions/[^/]+)?"
 _V2_MODEL_READY = re.compile(_V2_MODEL + "/ready")
 _V2_INFER = re.compile(_V2_MODEL + "/infer")

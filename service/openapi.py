@@ -42,6 +42,11 @@ def _error(description: str, schema: dict[str, Any] | None = None, headers: dict
     return response
 
 
+DESCRIPTION = (
+    "Predictions from every served model: a typed route per model and input form, the Open Inference "
+    "Protocol (V2), and each model's metadata, drift and shadow reports. Try the models in a browser at "
+    "[/ui](/ui). Every error has one body (ServiceError); with API keys on, send `Authorization: Bearer KEY`."
+)
 BEARER = "apiKey"
 BEARER_SCHEME = {
     "type": "http", "scheme": "bearer",
@@ -56,14 +61,17 @@ def contract(generated: dict[str, Any], api_routes: set[str], models: list[str],
     API's version (BentoML says "None" outside a bento) and the build that serves it; with
     API keys on, the key and scope each operation needs, and its 401 and 403."""
     document = copy.deepcopy(generated)
-    document.setdefault("info", {}).update({"version": release.project_version(), "x-build": build})
+    document["info"] = {"title": "model-serving", "description": DESCRIPTION, "version": release.project_version(),
+                        "x-build": build}  # BentoML's: its stock readme, badges from other hosts
     components = document.setdefault("components", {})
     components.setdefault("schemas", {})[ERROR] = ERROR_SCHEMA
     components.setdefault("securitySchemes", {})[BEARER] = BEARER_SCHEME
     document["paths"].update(v2_app.openapi_paths())  # a bare Starlette app serves them: not in FastAPI's part
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
-            responses = operation.setdefault("responses", {})
+            # BentoML keys some statuses as integers: json.dumps would then write "400" twice,
+            # which JSON parsers forgive (the last wins) and Swagger UI's YAML parser refuses.
+            responses = operation["responses"] = {str(k): v for k, v in operation.get("responses", {}).items()}
             for parameter in operation.get("parameters", []):
                 if parameter.get("in") == "path" and parameter.get("name") == "name":
                     parameter["schema"] = {"type": "string", "enum": models, "title": "Name"}

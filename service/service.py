@@ -30,6 +30,7 @@ from service.instruments import Instruments
 from service.keys import api_keys
 from service.loading import ServedModels, add_model_refs
 from service.openapi import ContractDocument
+from service.pages import add_pages
 from service.preprocessing import quiet_image_warnings
 from service.routes import ROUTES, add_typed_routes, endpoints
 from service.runtime import ServedModel
@@ -51,7 +52,9 @@ packages are pinned in bentofile.yaml; docker/containerize.sh swaps the base off
 
 patches.apply()  # before the server builds its middleware stack and uvicorn's config
 
-info_app = FastAPI(title="model metadata", exception_handlers=exception_handlers())
+info_app = FastAPI(title="model metadata", exception_handlers=exception_handlers(),
+                   docs_url=None, redoc_url=None, openapi_url=None)  # FastAPI's pages load from a CDN
+add_pages(info_app)  # /ui and / (service/pages.py)
 
 
 def serving_every_spec(service_class: type) -> type:

@@ -118,7 +118,8 @@ def test_a_file_that_broke_before_the_first_request_admits_nobody(tmp_path):
     ("/metrics", "metrics"),
     ("/livez", "open"), ("/readyz", "open"), ("/healthz", "open"), ("/v2/health/live", "open"),
     ("/v2/health/ready", "open"), ("/v2/models/iris/ready", "open"), ("/v2/models/iris/versions/x/ready", "open"),
-    ("/docs.json", "open"), ("/", "open"), ("/static_content/swagger-ui.css", "open"),
+    ("/docs.json", "open"), ("/", "open"), ("/static_content/swagger-ui.css", "open"), ("/ui", "open"),
+    ("/ui/ui.js", "open"),
     ("/nothing", "any"), ("/models/iris/other", "any"), ("/v2/models/iris/infer/x", "any"), ("/livez/x", "any"),
     ("/v2/models//infer", "any"), ("//metrics", "any"),
 ])
