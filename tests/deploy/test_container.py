@@ -343,6 +343,9 @@ def test_every_endpoint_matches_the_stored_models(container, settings, malaria_i
 
     url, http = container.url, container.http
     assert requests.get(url + "/models").status_code == 401, "keys are on, as in the Deployment"
+    page = requests.get(url + "/ui")  # the page's files travel in the bento (open, like the probes)
+    assert page.status_code == 200 and "/ui/ui.js" in page.text
+    assert requests.get(url + "/ui/ui.js").status_code == 200
     assert http.get(url + "/livez").status_code == 200
     models = {m["name"]: m for m in http.get(url + "/models").json()["models"]}
     assert {name: m["tag"] for name, m in models.items()} == {

@@ -82,6 +82,22 @@ def test_every_model_has_a_panel_with_its_hooks(ui, server):
             assert ui.page.get_by_test_id(f"ui-{name}-{hook}").count() == 1, (name, hook)
     ui.page.get_by_test_id("ui-malaria-drift").wait_for()
     assert not ui.other_hosts(server.url) and not ui.failed, ui.failed
+    unlabelled = ui.page.evaluate("""() => Array.from(document.querySelectorAll('input, select, button, canvas'))
+        .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+        .map(e => e.outerHTML.slice(0, 80))""")
+    assert not unlabelled, unlabelled
+
+
+def test_the_keyboard_reaches_every_control(ui):
+    """Tab moves through the key field, then each panel's controls in order."""
+    page = ui.page
+    reached = set()
+    for _ in range(120):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.dataset.testid || document.activeElement.id"))
+    for hook in ("ui-api-key", "ui-iris-submit", "ui-malaria-input", "ui-kobe-submit", "ui-digits-submit"):
+        assert hook in reached, hook
+    assert "ui-iris-sepal_length" in reached
 
 
 def test_iris_sliders_submit_and_the_answer_is_the_json_routes(ui, server):
@@ -221,3 +237,23 @@ def test_the_document_has_each_key_once(server):
         return dict(pairs)
 
     json.loads(requests.get(server.url + "/docs.json", timeout=10).text, object_pairs_hook=once)
+
+
+def test_the_shadow_report_is_shown_when_a_model_is_shadowed(browser, shadowed_server):
+    visit = Visit(browser, shadowed_server.url + "/ui")
+    try:
+        visit.page.get_by_test_id("ui-iris-submit").click()
+        label(visit, "iris")
+        report = visit.page.get_by_test_id("ui-iris-shadow")
+        report.wait_for(timeout=20_000)
+        assert report.inner_text().startswith("Shadow iris:") and "label agreement" in report.inner_text()
+    finally:
+        visit.close()
+
+
+def test_the_document_describes_this_service(server):
+    info = requests.get(server.url + "/docs.json", timeout=10).json()["info"]
+    assert info["title"] == "model-serving" and "[/ui](/ui)" in info["description"]
+    assert "http" not in info["description"] and "contact" not in info
+    for path in ("/docs", "/redoc", "/openapi.json"):  # FastAPI's pages load scripts from a CDN
+        assert requests.get(server.url + path, timeout=10).status_code == 404, path
