@@ -32,7 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-EXCLUDED_PATHS = re.compile(r"^/(?:livez|healthz|readyz|metrics|docs\.json|)$|^/v2/health/|/ready$|^/static_content/")
+EXCLUDED_PATHS = re.compile(r"^/(?:livez|healthz|readyz|metrics|docs\.json|ui|)$|^/v2/health/|/ready$"
+                            r"|^/(?:static_content|ui)/")
 """Probes, scrapes and the pages: never traced."""
 DEFAULT_SERVICE_NAME = "model-serving"
 SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off",

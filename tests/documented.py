@@ -85,7 +85,7 @@ RULES = (
          "tests/training/test_roles.py|run_cli(\"promote\", \"iris\""),
     Rule(r"\.venv/bin/mlflow ui ", "background"),
     # --- API keys and tracing: files of their own, and servers started with them
-    Rule(r"\.venv/bin/python -m service\.keys ", "elsewhere",
+    Rule(r"(\w+=\$\()?\.venv/bin/python -m service\.keys ", "elsewhere",
          "tests/unit/test_keys.py|def test_the_documented_key_commands_run_as_written"),
     Rule(r"API_KEYS_FILE=api-keys\.txt REQUIRE_API_KEYS=1 \.venv/bin/bentoml serve$", "elsewhere",
          "tests/conftest.py|\"API_KEYS_FILE\": str(self.keys_file), \"REQUIRE_API_KEYS\": \"1\""),
