@@ -8,7 +8,6 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -17,6 +16,7 @@ from service.keys import line_for, required_scope
 from service.routes import ROUTES
 from tests.conftest import KeyedServer
 from tests.servers import Server
+from tests.unit.test_keys import swap as kubelet_swap
 
 TYPED = frozenset(route.path for route in ROUTES)
 SCOPED_KEY = {"predict": "predictor", "read": "reader", "metrics": "scraper"}
@@ -134,14 +134,6 @@ def test_the_document_declares_the_scheme_and_each_operations_scope(keyed_server
     assert {"401", "403"} <= set(iris["responses"])
     assert document["paths"]["/models"]["get"]["x-required-scope"] == "read"
     assert "security" not in document["paths"]["/readyz"]["get"]
-
-
-def kubelet_swap(folder: Path, text: str, generation: int) -> None:
-    data = folder / f"..{generation}"
-    data.mkdir()
-    (data / "api-keys").write_text(text)
-    (folder / "..data_tmp").symlink_to(data.name)
-    os.replace(folder / "..data_tmp", folder / "..data")
 
 
 @pytest.mark.slow
