@@ -138,24 +138,25 @@ class ServerSpans:
         self._extract = propagate.extract
         self._server, self._error = SpanKind.SERVER, StatusCode.ERROR
         self._routes: Any = None
+        from service.patches import UNMATCHED_ROUTE, RouteLabels
+
+        self._route_labels, self._unmatched = RouteLabels, UNMATCHED_ROUTE
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or EXCLUDED_PATHS.search(scope["path"]):
             await self.app(scope, receive, send)
             return
-        from service.patches import UNMATCHED_ROUTE, RouteLabels
-
         carrier = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
                    if key in (b"traceparent", b"tracestate", b"baggage")}
         if self._routes is None:
-            self._routes = RouteLabels(getattr(scope.get("app"), "routes", []))
+            self._routes = self._route_labels(getattr(scope.get("app"), "routes", []))
         route = self._routes(scope)
         method = scope["method"]
         attributes = {"http.request.method": method, "url.path": scope["path"]}
-        if route != UNMATCHED_ROUTE:
+        if route != self._unmatched:
             attributes["http.route"] = route
         with self.tracer.start_as_current_span(
-                f"{method} {route}" if route != UNMATCHED_ROUTE else method,
+                f"{method} {route}" if route != self._unmatched else method,
                 context=self._extract(carrier) if carrier else None, kind=self._server,
                 attributes=attributes) as span:
             if not span.is_recording():
@@ -176,18 +177,24 @@ def recording() -> bool:
     """The current request is traced (sampled): worth recording its spans."""
     if not enabled():
         return False
-    from opentelemetry import trace
+    return bool(_current_span().is_recording())
 
-    return bool(trace.get_current_span().is_recording())
+
+def _current_span() -> Any:
+    """OpenTelemetry's current span (the API module is looked up once, not per request)."""
+    get = _state.get("current_span")
+    if get is None:
+        from opentelemetry import trace
+
+        get = _state["current_span"] = trace.get_current_span
+    return get()
 
 
 def request_read(model: str) -> None:
     """The "read and validate" span: from the request's start to now (the route runs)."""
     if not enabled():
         return
-    from opentelemetry import trace
-
-    request = trace.get_current_span()
+    request = _current_span()
     started = getattr(request, "start_time", None)
     if started is None or not request.is_recording():
         return
