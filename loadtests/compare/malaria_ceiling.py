@@ -4,7 +4,8 @@ The issue's target: batching gives 3x the unbatched throughput, or 80% of the ce
 by the service's own per-request cost, whichever is lower. The ceiling is measured with
 the same service, route, payload, image decoding, batcher and response, but a trivial
 malaria model (global max pool + a 2-unit softmax layer, ~0 compute) saved in a temporary
-copy of the store; the other three models are the stored ones. A second, lower-cost
+copy of the store with the metadata of the malaria version served (the champion, or
+MALARIA_MODEL_VERSION); the other three models are the stored ones. A second, lower-cost
 reference: the same body refused after parsing (400), which skips decoding, batching
 and the prediction response.
 
@@ -33,6 +34,7 @@ sys.path.insert(0, str(PROJECT))
 
 from loadtests.compare.bench import ENDPOINTS, request_bodies, wrk  # noqa: E402
 from loadtests.server import local_server  # noqa: E402
+from service.versions import CHAMPION, ROLE_LABEL, served_tag  # noqa: E402
 
 ROUTE = ENDPOINTS["malaria"].route
 
@@ -55,13 +57,14 @@ def measure(url: str, body: Path, connections: int, seconds: int) -> dict:
     return result
 
 
-def trivial_store(source: Path, target: Path) -> None:
-    """A store with the stored digits, iris and kobe and a trivial malaria model."""
+def trivial_store(source: Path, target: Path) -> str:
+    """A store with the stored digits, iris and kobe and a trivial malaria model, the
+    champion there, with the metadata of the malaria version `source` serves; its tag."""
     for name in ("digits", "iris", "kobe"):
         (target / "models").mkdir(parents=True, exist_ok=True)
         os.symlink(source / "models" / name, target / "models" / name)
     malaria = source / "models" / "malaria"
-    version = (malaria / "latest").read_text().strip()
+    version = served_tag("malaria").split(":", 1)[1]  # BENTOML_HOME is `source`
     metadata = yaml.safe_load((malaria / version / "model.yaml").read_text())["metadata"]
     program = """
 import json, sys
@@ -77,10 +80,13 @@ export = trainer.export(model, Dataset(cells, np.zeros(64, dtype=int)))  # LiteR
 assert not export.failures, export.failures
 metadata = json.loads(sys.argv[1]) | export.metadata
 metadata["trivial"] = True
-print(trainer.save_to_bentoml(model, {"purpose": "ceiling-benchmark"}, metadata, export).tag)
+labels = {"purpose": "ceiling-benchmark", sys.argv[2]: sys.argv[3]}
+print(trainer.save_to_bentoml(model, "malaria", labels, metadata, export).tag)
 """
-    subprocess.run([sys.executable, "-c", program, json.dumps(metadata)], check=True, cwd=PROJECT,
-                   env={**os.environ, "BENTOML_HOME": str(target)})
+    saved = subprocess.run([sys.executable, "-c", program, json.dumps(metadata), ROLE_LABEL, CHAMPION],
+                           check=True, cwd=PROJECT, env={**os.environ, "BENTOML_HOME": str(target)},
+                           stdout=subprocess.PIPE, text=True)
+    return saved.stdout.strip().splitlines()[-1]
 
 
 def main() -> int:
@@ -91,12 +97,13 @@ def main() -> int:
     png_bytes = len(base64.b64decode(json.loads(body.read_text())["images"][0]))
     refused = work / "refused.json"
     refused.write_text(json.dumps({"images": ["not base64 at all!" * 150]}))
-    trivial_store(source, work / "trivial-store")
+    trivial = trivial_store(source, work / "trivial-store")
 
     variants = [  # (label, BENTOML_HOME, env, body)
         ("adaptive batching", source, {}, body),
         ("no batching (ADAPTIVE_BATCHING=off)", source, {"ADAPTIVE_BATCHING": "off"}, body),
-        ("ceiling: trivial model, adaptive batching", work / "trivial-store", {}, body),
+        ("ceiling: trivial model, adaptive batching", work / "trivial-store",
+         {"MALARIA_MODEL_VERSION": trivial.split(":", 1)[1]}, body),
         ("reference: refused after parsing (400)", source, {}, refused),
     ]
     results: dict[str, list[dict]] = {}
