@@ -237,16 +237,18 @@ class MalariaTrainer(Trainer):
     # fewer images in smaller batches.
     quick_images_per_class = 600
     quick_batch_size = 16
-    widths = (16, 32, 64, 128)
-    """Filters of the four 3x3 conv layers. 32-64-128-128 reached 0.9585 test accuracy but
-    costs 0.59 ms of CPU an image; this one 0.20 ms (docs/benchmarks.md)."""
+    widths = (16, 32, 64, 160)
+    """Filters of the four conv layers: a 4x4 stride-2 stem, then three 3x3. The last is
+    the widest because it is the cheapest to widen (6x6 positions): 160 instead of 128 won
+    on validation, and the network still costs less per image than the 16-32-64-128 with a
+    full-size first layer it replaced (docs/benchmarks.md)."""
     epochs = 60
     quick_epochs = 10
     warmup_epochs = 2
     peak_learning_rate = 2e-3
-    time_budget_seconds = 13 * 60
-    """Training stops after the epoch that would overrun this (the issue's 15 minutes
-    include loading the images and the LiteRT conversion)."""
+    time_budget_seconds = 810
+    """Training stops after the epoch that would overrun this: with loading the images,
+    evaluation and the LiteRT conversion the command stays within the issue's 15 minutes."""
 
     def load(self, settings: Settings, quick: bool) -> Dataset:
         per_class = self.quick_images_per_class if quick else None
@@ -263,14 +265,18 @@ class MalariaTrainer(Trainer):
         # statistics are saved with the model, so serving applies them too.
         normalize = layers.Normalization()
         normalize.adapt(train_images[:5000])
+        stem, *middle, last = self.widths
+        # The stem halves the image at once: no full-size activations to pool, so a training
+        # step takes ~0.76x the time (more epochs in the budget) and serving ~0.9x. No
+        # dropout: within the budget the network learns more without it.
         return keras.Sequential([
             keras.Input((image.height, image.width, image.channels)),
             normalize,
-            *[layer for width in self.widths[:-1]
+            layers.Conv2D(stem, 4, strides=2, padding="same", activation="relu"),
+            *[layer for width in middle
               for layer in (layers.Conv2D(width, 3, padding="same", activation="relu"), layers.MaxPooling2D())],
-            layers.Conv2D(self.widths[-1], 3, padding="same", activation="relu"),
+            layers.Conv2D(last, 3, padding="same", activation="relu"),
             layers.GlobalMaxPooling2D(),  # "is there a parasite anywhere": learns fastest
-            layers.Dropout(0.3),
             layers.Dense(64, activation="relu"),
             layers.Dense(len(self.spec.class_names), activation="softmax"),
         ], name="malaria_cnn")
