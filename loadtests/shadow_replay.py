@@ -6,8 +6,9 @@ would have answered them, next to the champion that did.
 
 Cells are drawn at random (seeded) from both classes under $DATA_DIR/malaria/cell_images,
 sent one at a time in multipart calls of --per-call images, so the champion is never
-busy and nothing is shed. Prints the report as JSON, plus the agreement with the true
-labels of both models (the file's folder).
+busy and nothing is shed. Prints the report as JSON, plus the champion's accuracy on
+these cells (the true label is the file's folder; the challenger's answers never reach a
+client, so its accuracy follows from the agreement only).
 """
 
 from __future__ import annotations
