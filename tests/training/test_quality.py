@@ -1,4 +1,4 @@
-"""Full training on the real data meets every quality gate (slow: about 16 minutes, nearly all of it the malaria CNN)."""
+"""Full training on the real data meets every quality gate (slow: about 16 minutes, nearly all the CNN)."""
 
 import pytest
 from mlflow import MlflowClient
