@@ -267,7 +267,7 @@ class MalariaTrainer(Trainer):
         normalize.adapt(train_images[:5000])
         stem, *middle, last = self.widths
         # The stem halves the image at once: no full-size activations to pool, so a training
-        # step takes ~0.76x the time (more epochs in the budget) and serving ~0.9x. No
+        # step takes ~0.85x the time (more epochs in the budget) and serving ~0.9x. No
         # dropout: within the budget the network learns more without it.
         return keras.Sequential([
             keras.Input((image.height, image.width, image.channels)),
