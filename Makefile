@@ -15,10 +15,11 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# serving-requirements.txt pins the serving stack for the venv and the image alike.
+$(VENV)/.installed: pyproject.toml serving-requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev]" -c serving-requirements.txt
 	touch $@
 
 install: $(VENV)/.installed ## create .venv with the pinned stack (about 2.7 GB)

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="predictions file (.csv or .parquet)")
     parser.add_argument("--errors", type=Path, help="errors file (default: OUTPUT with .errors.csv)")
     parser.add_argument("--version", help="model version in the BentoML store (default: the one the service "
-                                               "serves: NAME_MODEL_VERSION, else the newest full model)")
+                                               "serves: NAME_MODEL_VERSION, else the champion)")
     parser.add_argument("--id-column", help="the column that names each row in the outputs (default: the "
                                             "model's, e.g. kobe's shot_id); for a folder, the name of the path column")
     parser.add_argument("--chunk-size", type=int, default=2048)

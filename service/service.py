@@ -48,7 +48,7 @@ RUNTIME_IMAGE = bentoml.images.Image(base_image="python:3.11-slim", python_versi
 """The container's base: BentoML's usual python:3.11-slim, as it is. For a known distro
 BentoML's recipe first runs `apt-get install build-essential git gnupg2` (632 MB of the
 image, measured); every package here installs from a wheel, so no distro recipe. The
-packages are pinned in bentofile.yaml; docker/containerize.sh swaps the base offline."""
+packages are pinned in serving-requirements.txt; docker/containerize.sh swaps the base offline."""
 
 patches.apply()  # before the server builds its middleware stack and uvicorn's config
 
