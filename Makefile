@@ -10,19 +10,23 @@ export BENTOML_DO_NOT_TRACK ?= True
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install train run test test-fast lint clean
+.PHONY: help install lock train run test test-fast lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-# serving-requirements.txt pins the serving stack for the venv and the image alike.
-$(VENV)/.installed: pyproject.toml serving-requirements.txt
+# Exact versions: serving-requirements.txt (the serving stack, the image's too) and
+# dev-constraints.txt (the rest; it includes the first): a release on PyPI changes nothing.
+$(VENV)/.installed: pyproject.toml serving-requirements.txt dev-constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev]" -c serving-requirements.txt
+	$(PY) -m pip install -e ".[dev]" -c dev-constraints.txt
 	touch $@
 
 install: $(VENV)/.installed ## create .venv with the pinned stack (about 2.7 GB)
+
+lock: ## re-resolve dev-constraints.txt from pyproject.toml (after changing a dependency)
+	$(PYTHON) tools/lock.py
 
 train: install ## train the models missing from the BentoML store (DATA_DIR: data folder)
 	$(PY) -m training all --only-missing
@@ -37,7 +41,7 @@ test-fast: install ## only the tests not marked slow
 	$(PY) -m pytest -m "not slow"
 
 lint: install ## ruff
-	$(VENV)/bin/ruff check service training tests loadtests
+	$(VENV)/bin/ruff check service training tests loadtests tools
 
 clean: ## remove the venv and local state (not the BentoML store)
 	rm -rf $(VENV) .state .pytest_cache
