@@ -52,7 +52,7 @@ def main() -> None:
         pip = (venv / "bin" / "python", "-m", "pip")
         run(*pip, "install", "-q", "--upgrade", "pip")
         print("resolving pyproject.toml's [dev] extra (a few minutes) ...", flush=True)
-        run(*pip, "install", "-q", f"{PROJECT}[dev]", "-c", SERVING)
+        run(*pip, "install", "-q", "-e", f"{PROJECT}[dev]", "-c", SERVING)  # -e: no build/ left in the project
         frozen = run(*pip, "freeze", "--exclude", "bento-model-serving").splitlines()
     pinned = serving_names()
     rest = sorted((line for line in frozen if "==" in line and canonical(line.split("==")[0]) not in pinned),
