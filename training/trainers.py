@@ -249,11 +249,6 @@ class MalariaTrainer(Trainer):
     time_budget_seconds = 810
     """Training stops after the epoch that would overrun this: with loading the images,
     evaluation and the LiteRT conversion the command stays within the issue's 15 minutes."""
-    geometry_from_epochs = 40
-    """Small rotations, shifts and zoom join the augmentation when the budget allows this
-    many epochs (decided after the warm-up): with 60 epochs the network overfits without
-    them (train accuracy 0.984, validation loss rising from epoch 36); with 21 they left it
-    underfitted (validation 0.952; docs/benchmarks.md)."""
 
     def load(self, settings: Settings, quick: bool) -> Dataset:
         per_class = self.quick_images_per_class if quick else None
@@ -282,6 +277,7 @@ class MalariaTrainer(Trainer):
               for layer in (layers.Conv2D(width, 3, padding="same", activation="relu"), layers.MaxPooling2D())],
             layers.Conv2D(last, 3, padding="same", activation="relu"),
             layers.GlobalMaxPooling2D(),  # "is there a parasite anywhere": learns fastest
+            layers.Dropout(0.3),
             layers.Dense(64, activation="relu"),
             layers.Dense(len(self.spec.class_names), activation="softmax"),
         ], name="malaria_cnn")
@@ -290,7 +286,6 @@ class MalariaTrainer(Trainer):
         if quick:
             return self._fit_quick(train, valid, seed)
         import keras
-        import tensorflow as tf
 
         model = self.build(seed, train.features)
         epochs = self.epochs
@@ -306,13 +301,10 @@ class MalariaTrainer(Trainer):
         # on a fast host (patience 12 stopped 42 of ~47 planned epochs at a third of the peak
         # rate, 2026-12-07), losing the low-rate epochs that settle the model.
         best = keras.callbacks.EarlyStopping(monitor="val_loss", patience=epochs, restore_best_weights=True)
-        geometry = tf.Variable(False, trainable=False)
-        decide = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epoch + 1 == warmup and geometry.assign(
-            plan.planned >= self.geometry_from_epochs))
         history = model.fit(
-            augmented_cells(train.features, train.labels, batch_size, seed, geometry), epochs=epochs,
+            augmented_cells(train.features, train.labels, batch_size, seed), epochs=epochs,
             validation_data=(valid.features, valid.labels), verbose=2,
-            callbacks=[plan, decide, best, _mlflow_epoch_logger()],
+            callbacks=[plan, best, _mlflow_epoch_logger()],
         )
         return Fitted(model, {
             "optimizer": "adam", "schedule": "warm-up then cosine over the planned epochs",
@@ -320,8 +312,7 @@ class MalariaTrainer(Trainer):
             "batch_size": batch_size, "max_epochs": epochs, "planned_epochs": plan.planned,
             "epochs_run": len(history.history["loss"]), "best_epoch": int(best.best_epoch) + 1,
             "best_val_loss": float(best.best), "time_budget_s": self.time_budget_seconds,
-            "augmentation": "flips and quarter turns, cell brightness/contrast"
-                            + (", small rotations, shifts and zoom" if bool(geometry.numpy()) else ""),
+            "augmentation": "flips and quarter turns, cell brightness/contrast",
             "parameters": model.count_params(), "fit_seconds": round(time.perf_counter() - started, 1),
         })
 
@@ -404,22 +395,15 @@ class MalariaTrainer(Trainer):
         )
 
 
-def augmented_cells(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
-                    geometry: Any = None) -> Any:
-    """Shuffled training batches of cells changed only in ways a smear can vary: the eight
-    flips and quarter turns (a cell has no up), the cell's own brightness and contrast (the
-    black background stays black), and, while the boolean tf.Variable `geometry` is true,
-    small rotations, shifts and zoom (the new corners black, as the background is). Done
-    in the input pipeline, so the saved model and its inference cost are unchanged."""
-    import keras
+def augmented_cells(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int) -> Any:
+    """Shuffled training batches of cells changed only in ways a smear can vary without
+    losing a pixel: the eight flips and quarter turns (a cell has no up), and the cell's own
+    brightness and contrast (the black background stays black). Done in the input pipeline,
+    so the saved model and its inference cost are unchanged. Rotations, shifts and zoom
+    with black fill were tried as well (2026-12-07): within the 13-minute budget on this
+    machine (21 epochs) they left the network underfitted, validation accuracy 0.952
+    against 0.960 without them (docs/benchmarks.md)."""
     import tensorflow as tf
-
-    shapes = keras.Sequential([
-        keras.layers.RandomRotation(15 / 360, fill_mode="constant", fill_value=0.0, seed=seed),
-        keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", fill_value=0.0, seed=seed + 1),
-        keras.layers.RandomZoom(0.1, fill_mode="constant", fill_value=0.0, seed=seed + 2),
-    ])
-    geometry = tf.Variable(False, trainable=False) if geometry is None else geometry
 
     def one_cell(image: Any, label: Any) -> tuple[Any, Any]:
         image = tf.image.random_flip_left_right(image)
@@ -429,15 +413,11 @@ def augmented_cells(images: np.ndarray, labels: np.ndarray, batch_size: int, see
         cell = image > 0.02
         return tf.where(cell, tf.clip_by_value(image * gain + offset, 0.0, 1.0), image), label
 
-    def one_batch(batch: Any, batch_labels: Any) -> tuple[Any, Any]:
-        return tf.cond(geometry, lambda: shapes(batch, training=True), lambda: batch), batch_labels
-
     tf.random.set_seed(seed)
     return (tf.data.Dataset.from_tensor_slices((images.astype(np.float32), labels))
             .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
             .map(one_cell, num_parallel_calls=tf.data.AUTOTUNE)
             .batch(batch_size)
-            .map(one_batch, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
 
