@@ -32,12 +32,24 @@ HEADER = f"""\
 
 
 def canonical(name: str) -> str:
+    """PEP 503's normal form of a package name (packaging.utils.canonicalize_name's rule;
+    this script runs before the venv, and packaging, exist)."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def serving_names() -> set[str]:
-    return {canonical(re.split(r"[=<>!~ ]", line, maxsplit=1)[0])
-            for line in SERVING.read_text().splitlines() if line.strip() and not line.startswith("#")}
+def exact_pins(path: Path) -> dict[str, str]:
+    """{canonical name: version} of a requirements file of `name==version` lines (comments
+    and `-c` lines skipped); any other line is refused. Tests read both files with it."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        text = line.split("#", 1)[0].strip()
+        if not text or text.startswith("-c "):
+            continue
+        pin = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*([A-Za-z0-9.+!_-]+)", text)
+        if pin is None:
+            raise ValueError(f"{path.name}: not an exact pin: {line!r}")
+        pins[canonical(pin[1])] = pin[2]
+    return pins
 
 
 def run(*command: str | Path) -> str:
@@ -54,7 +66,7 @@ def main() -> None:
         print("resolving pyproject.toml's [dev] extra (a few minutes) ...", flush=True)
         run(*pip, "install", "-q", "-e", f"{PROJECT}[dev]", "-c", SERVING)  # -e: no build/ left in the project
         frozen = run(*pip, "freeze", "--exclude", "bento-model-serving").splitlines()
-    pinned = serving_names()
+    pinned = exact_pins(SERVING)
     rest = sorted((line for line in frozen if "==" in line and canonical(line.split("==")[0]) not in pinned),
                   key=str.lower)
     LOCK.write_text(HEADER + "\n".join(rest) + "\n")

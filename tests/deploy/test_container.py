@@ -40,7 +40,7 @@ from service.specs import IRIS, KOBE, MALARIA, SPECS
 from service.versions import served_tag
 from tests.servers import free_port
 from tests.service.test_endpoints import check, direct_probabilities
-from tests.unit.test_stack import serving_pins
+from tools.lock import SERVING, exact_pins
 
 if os.environ.get("CONTAINER_TESTS", "1") == "0":
     pytest.skip("CONTAINER TESTS OFF (CONTAINER_TESTS=0): the image was not built or run", allow_module_level=True)
@@ -309,7 +309,7 @@ def test_the_image_holds_the_challenger_only_of_the_shadowed_model_and_shadows_i
 def test_image_holds_the_pinned_stack(docker, container):
     """The image installed exactly serving-requirements.txt's versions, the venv's
     (tests/unit/test_stack.py checks the venv)."""
-    pins = serving_pins()
+    pins = exact_pins(SERVING)
     program = ("import importlib.metadata as m, json, sys; "
                f"print(json.dumps({{n: m.version(n) for n in {sorted(pins)!r}}})); print(sys.version.split()[0])")
     done = docker.run("exec", container.name, "/app/.venv/bin/python", "-c", program)

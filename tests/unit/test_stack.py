@@ -9,35 +9,19 @@ import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tools.lock import LOCK, SERVING, exact_pins
+
 PROJECT = Path(__file__).resolve().parents[2]
-REQUIREMENTS = PROJECT / "serving-requirements.txt"
-LOCK = PROJECT / "dev-constraints.txt"
-
-
-def exact_pins(path: Path) -> dict[str, str]:
-    """{package: version} of a requirements file whose every requirement is an exact pin."""
-    pins = {}
-    for line in path.read_text().splitlines():
-        text = line.split("#", 1)[0].strip()
-        if text and not text.startswith("-c "):
-            requirement = Requirement(text)
-            (specifier,) = requirement.specifier
-            assert specifier.operator == "==", f"not an exact pin: {line!r}"
-            pins[canonicalize_name(requirement.name)] = specifier.version
-    return pins
-
-
-def serving_pins() -> dict[str, str]:
-    return exact_pins(REQUIREMENTS)
 
 
 def test_the_venv_runs_exactly_the_pinned_stack():
-    installed = {name: version(name) for name in serving_pins()}
-    assert installed == serving_pins(), "the venv differs from serving-requirements.txt: run `make install`"
+    pins = exact_pins(SERVING)
+    assert {name: version(name) for name in pins} == pins, "the venv differs from serving-requirements.txt"
 
 
 def test_the_venv_runs_exactly_the_locked_rest():
@@ -46,21 +30,30 @@ def test_the_venv_runs_exactly_the_locked_rest():
 
 
 def test_the_lock_brings_in_the_serving_pins_and_repeats_none():
-    assert f"-c {REQUIREMENTS.name}" in LOCK.read_text().splitlines()
-    assert not set(exact_pins(LOCK)) & set(serving_pins())
+    assert f"-c {SERVING.name}" in LOCK.read_text().splitlines()
+    assert not set(exact_pins(LOCK)) & set(exact_pins(SERVING))
 
 
 def test_the_bento_installs_the_same_list():
     python = yaml.safe_load((PROJECT / "bentofile.yaml").read_text())["python"]
     # BentoML ignores `packages` when requirements_txt is set: a second list would be dead.
-    assert python == {"requirements_txt": REQUIREMENTS.name}
+    assert python == {"requirements_txt": SERVING.name}
 
 
 def test_every_pin_is_within_what_pyproject_allows():
     declared = [Requirement(text) for text in tomllib.loads((PROJECT / "pyproject.toml").read_text())
                 ["project"]["dependencies"]]
-    pins = serving_pins()
+    pins = exact_pins(SERVING)
     assert {canonicalize_name(requirement.name) for requirement in declared} <= set(pins), "a dependency unpinned"
     for requirement in declared:
         pinned = pins[canonicalize_name(requirement.name)]
         assert requirement.specifier.contains(pinned), (requirement, pinned)
+
+
+def test_a_requirement_that_is_not_an_exact_pin_is_refused(tmp_path):
+    path = tmp_path / "requirements.txt"
+    path.write_text("-c other.txt\nPrometheus_Client==0.26.0  # a comment\n")
+    assert exact_pins(path) == {"prometheus-client": "0.26.0"}
+    path.write_text("pandas>=3.1\n")
+    with pytest.raises(ValueError, match="not an exact pin"):
+        exact_pins(path)

@@ -1,0 +1,1 @@
+"""Project tools run by hand or by make (not part of the service or training)."""
