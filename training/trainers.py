@@ -304,7 +304,7 @@ class MalariaTrainer(Trainer):
         warmup = self.warmup_epochs
         plan = _budgeted_schedule(self.time_budget_seconds, epochs, warmup, self.peak_learning_rate,
                                   steps_per_epoch=-(-len(train) // batch_size))
-        average = WeightAverage(lambda epoch: epoch >= (1 - self.averaged_fraction) * plan.planned)
+        average = WeightAverage(lambda epoch: epoch >= plan.planned - round(self.averaged_fraction * plan.planned))
         history = model.fit(
             augmented_cells(train.features, train.labels, batch_size, seed), epochs=epochs,
             validation_data=(valid.features, valid.labels), verbose=2,
