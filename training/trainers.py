@@ -252,8 +252,9 @@ class MalariaTrainer(Trainer):
     """Training stops after the epoch that would overrun this: with loading the images,
     evaluation and the LiteRT conversion the command stays within the issue's 15 minutes."""
     weight_decay = 0.05
-    """AdamW's decoupled decay (times the learning rate): the validation loss no longer
-    rises in the schedule's tail, so the tail's epochs can be averaged."""
+    """AdamW's decoupled decay (times the learning rate): the validation loss rises less
+    in the schedule's tail (nearly flat up to ~50 epochs), so the tail's epochs can be
+    averaged."""
     averaged_fraction = 1 / 3
     """The last third of the planned epochs is averaged (docs/benchmarks.md, "A fifth look"):
     the single epoch with the best validation loss, which an early stop kept before
